@@ -46,7 +46,8 @@ export interface AwsLocal {
 
 const KMS_TARGET = 'TrentService.';
 const SQS_TARGET = 'AmazonSQS.';
-const CLOUDTRAIL_TARGET = 'com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.';
+// The v3 SDK sends `CloudTrail_20131101.<Op>`; older SDKs the fully qualified form. AWS accepts both.
+const CLOUDTRAIL_TARGETS = ['com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.', 'CloudTrail_20131101.'];
 const STATE_FILE = 'aws-local.state';
 
 function readBody(req: IncomingMessage): Promise<Buffer> {
@@ -178,10 +179,10 @@ export async function startAwsLocal(opts: AwsLocalOptions = {}): Promise<AwsLoca
         throw err;
       }
     }
-    if (target.startsWith(CLOUDTRAIL_TARGET)) {
+    if (CLOUDTRAIL_TARGETS.some((t) => target.startsWith(t))) {
       const ct = 'application/x-amz-json-1.1';
       try {
-        const out = await cloudtrail.handle(target.slice(CLOUDTRAIL_TARGET.length), parseJsonInput(body), ctx);
+        const out = await cloudtrail.handle(target.slice(target.lastIndexOf('.') + 1), parseJsonInput(body), ctx);
         return { status: 200, headers: { 'content-type': ct }, body: JSON.stringify(out) };
       } catch (err) {
         if (err instanceof AwsError) return jsonError(err, ct);
@@ -254,6 +255,7 @@ export async function startAwsLocal(opts: AwsLocalOptions = {}): Promise<AwsLoca
     save,
     async close() {
       if (timer) clearInterval(timer);
+      sqs.close();
       await save();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
