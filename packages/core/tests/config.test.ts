@@ -1,0 +1,188 @@
+import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { configJsonSchema, loadConfig, type LoadConfigInput } from '../src/config.js';
+import { ValidationError } from '../src/errors.js';
+
+function problemsOf(input: LoadConfigInput): readonly string[] {
+  try {
+    loadConfig(input);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ValidationError);
+    return (err as ValidationError).problems;
+  }
+  throw new Error('expected a ValidationError');
+}
+
+describe('loadConfig', () => {
+  it('fills every default from an empty file and environment', () => {
+    const config = loadConfig({ env: {} });
+
+    expect(config).toEqual({
+      redis: { url: 'redis://127.0.0.1:6379', prefix: 'rekey:' },
+      aws: { region: 'us-east-1' },
+      kms: { minRps: 1, aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 }, budget: 100, budgetRps: 100 },
+      api: { host: '127.0.0.1', port: 8080 },
+      worker: { concurrency: 2 },
+    });
+  });
+
+  it('reads rekey.yaml with sources, bindings, migrations and intake', () => {
+    const yamlText = `
+redis: { url: "redis://cache:6379/2", prefix: "prod:" }
+aws: { region: eu-west-1 }
+kms: { quotaRps: 10000, budget: "40%" }
+sources:
+  - { name: docs, kind: s3-sse-kms, bucket: docs-bucket, strategy: copy }
+  - { name: users, kind: postgres, table: users, primaryKey: id, column: secret }
+bindings:
+  alias/app: [docs, users]
+migrations:
+  - id: first
+    sources: [{ name: docs, kind: s3-envelope, bucket: docs-bucket }]
+    from: [alias/old]
+    to: alias/app
+intake: { queueUrl: "https://sqs.eu-west-1.amazonaws.com/111122223333/rekey", autoMigrate: true }
+`;
+
+    const config = loadConfig({ yamlText, env: {} });
+
+    expect(config.kms).toMatchObject({ quotaRps: 10000, budget: '40%', budgetRps: 4000 });
+    expect(config.aws).toEqual({ region: 'eu-west-1' });
+    expect(config.sources?.[1]).toMatchObject({ primaryKey: ['id'], format: 'kms-blob' });
+    expect(config.bindings).toEqual({ 'alias/app': ['docs', 'users'] });
+    expect(config.migrations?.[0]?.options.batchSize).toBe(100);
+    expect(config.intake).toEqual({
+      queueUrl: 'https://sqs.eu-west-1.amazonaws.com/111122223333/rekey',
+      waitSeconds: 20,
+      onRotation: 'ignore',
+      autoMigrate: true,
+      dedupeWindowSeconds: 300,
+    });
+  });
+
+  it('lets REKEY_* variables override the file, and AWS_* fill only what the file leaves unset', () => {
+    const config = loadConfig({
+      yamlText: 'api: { port: 9000 }\naws: { region: eu-central-1 }\n',
+      env: {
+        REDIS_URL: 'redis://10.0.0.1:6380',
+        REKEY_REDIS_PREFIX: 't1:',
+        REKEY_API_PORT: '9100',
+        REKEY_API_TOKEN: 'secret-token',
+        AWS_REGION: 'us-west-2',
+        AWS_ENDPOINT_URL: 'http://127.0.0.1:4566',
+        REKEY_KMS_BUDGET: '250',
+        REKEY_WORKER_CONCURRENCY: '4',
+      },
+    });
+
+    expect(config.redis).toEqual({ url: 'redis://10.0.0.1:6380', prefix: 't1:' });
+    expect(config.api).toEqual({ host: '127.0.0.1', port: 9100, token: 'secret-token' });
+    expect(config.aws).toEqual({ region: 'eu-central-1', endpoint: 'http://127.0.0.1:4566' });
+    expect(config.kms).toMatchObject({ budget: 250, budgetRps: 250 });
+    expect(config.worker.concurrency).toBe(4);
+  });
+
+  it('defaults the budget to half the quota when a quota is set', () => {
+    expect(loadConfig({ env: { REKEY_KMS_QUOTA_RPS: '2000' } }).kms).toMatchObject({ budget: '50%', budgetRps: 1000 });
+  });
+
+  it('reports every structural problem of the file and the environment at once', () => {
+    const problems = problemsOf({
+      yamlText: `
+redis: { url: "http://nope" }
+api: { port: 70000 }
+worker: { concurrency: 0 }
+kms: { budget: "lots", aimd: { decrease: 1.5 } }
+intake: { queueUrl: "not a url", onRotation: rotate }
+unknownSection: true
+`,
+      env: { REKEY_METRICS_PORT: 'ninety' },
+    });
+
+    expect(problems).toEqual([
+      'REKEY_METRICS_PORT: must be a number',
+      'redis.url: must be a redis:// or rediss:// URL',
+      expect.stringMatching(/^kms\.budget: /),
+      expect.stringMatching(/^kms\.aimd\.decrease: /),
+      expect.stringMatching(/^api\.port: Too big/),
+      expect.stringMatching(/^worker\.concurrency: Too small/),
+      'intake.queueUrl: must be an SQS queue URL',
+      expect.stringMatching(/^intake\.onRotation: /),
+      '(root): Unrecognized key: "unknownSection"',
+    ]);
+  });
+
+  it('reports every cross-field problem at once', () => {
+    const problems = problemsOf({
+      yamlText: `
+kms: { budget: "40%", minRps: 500 }
+sources:
+  - { name: a, kind: s3-envelope, bucket: bucket-a }
+  - { name: a, kind: s3-envelope, bucket: bucket-b }
+bindings: { alias/app: [a, missing] }
+migrations:
+  - { id: m, sources: [{ name: a, kind: s3-envelope, bucket: bucket-a }], from: [alias/old], to: alias/app }
+  - { id: m, sources: [{ name: a, kind: s3-envelope, bucket: bucket-a }], from: [alias/old], to: alias/app }
+`,
+      env: {},
+      role: 'coordinator',
+    });
+
+    expect(problems).toEqual([
+      'kms.budget: a percentage budget needs kms.quotaRps (or REKEY_KMS_QUOTA_RPS)',
+      'sources[1].name: duplicate source name "a"',
+      'bindings.alias/app[1]: no source named "missing" in sources',
+      'migrations[1].id: duplicate migration id "m"',
+      'api.token: set REKEY_API_TOKEN (the coordinator API always requires a token)',
+    ]);
+  });
+
+  it('refuses a budget above the quota and a minimum above the budget', () => {
+    expect(problemsOf({ env: { REKEY_KMS_QUOTA_RPS: '100', REKEY_KMS_BUDGET: '150' } })).toEqual(['kms.budget: 150 rps is above kms.quotaRps (100)']);
+    expect(problemsOf({ yamlText: 'kms: { budget: 5, minRps: 10 }', env: {} })).toEqual(['kms.minRps: 10 is above the budget of 5 rps']);
+    expect(problemsOf({ yamlText: 'kms: { quotaRps: 100, budget: "150%" }', env: {} })).toEqual([
+      'kms.budget: a percentage must be more than 0% and at most 100%',
+      'kms.budget: 150 rps is above kms.quotaRps (100)',
+    ]);
+  });
+
+  it('refuses intake automation without bindings', () => {
+    expect(problemsOf({ yamlText: 'intake: { queueUrl: "http://127.0.0.1:4566/000000000000/q", onRotation: refresh }', env: {} })).toEqual([
+      'intake: autoMigrate and onRotation: refresh need bindings (alias -> sources) to know what to migrate',
+    ]);
+  });
+
+  it('reports YAML syntax errors with their line', () => {
+    const problems = problemsOf({ yamlText: 'redis:\n  url: a\n  url: b\n', env: {} });
+
+    expect(problems).toEqual(['rekey.yaml line 3: Map keys must be unique']);
+  });
+
+  it('refuses a file that is not a mapping', () => {
+    expect(problemsOf({ yamlText: '- redis\n', env: {} })).toEqual(['rekey.yaml: must be a mapping of settings']);
+  });
+
+  it('treats an empty file as no settings', () => {
+    expect(loadConfig({ yamlText: '# nothing yet\n', env: {} }).api.port).toBe(8080);
+  });
+
+  it('does not echo a token or URL credentials in its problems', () => {
+    const problems = problemsOf({ yamlText: 'redis: { url: "http://user:hunter2@host" }\napi: { token: "has space" }\n', env: {} });
+
+    expect(problems).toEqual(['redis.url: must be a redis:// or rediss:// URL', 'api.token: must not contain whitespace']);
+    expect(problems.join()).not.toContain('hunter2');
+  });
+});
+
+describe('configJsonSchema', () => {
+  it('matches the committed schema of rekey.yaml', async () => {
+    await expect(JSON.stringify(configJsonSchema(), null, 2) + '\n').toMatchFileSnapshot('./__snapshots__/rekey.schema.json');
+  });
+
+  it('accepts a file that loadConfig accepts and rejects an unknown key', () => {
+    const schema = z.fromJSONSchema(configJsonSchema());
+
+    expect(schema.safeParse({ redis: { prefix: 'x:' }, kms: { budget: '40%', quotaRps: 10 } }).success).toBe(true);
+    expect(schema.safeParse({ redis: { typo: 1 } }).success).toBe(false);
+  });
+});
