@@ -1,9 +1,12 @@
 import type { ViteUserConfig } from 'vitest/config';
 
-/** Shared vitest settings: resolve sibling workspaces to their TypeScript sources. */
+// Sibling workspaces resolve to their TypeScript sources through the `source` export condition.
+const conditions = ['source', 'module', 'node', 'development|production'];
+
+/** Shared vitest settings for every workspace. */
 export const shared: ViteUserConfig = {
-  resolve: { conditions: ['source', 'import', 'node', 'default'] },
-  ssr: { resolve: { conditions: ['source', 'import', 'node', 'default'], externalConditions: ['source'] } },
+  resolve: { conditions },
+  ssr: { resolve: { conditions } },
   test: {
     testTimeout: 60_000,
     hookTimeout: 60_000,

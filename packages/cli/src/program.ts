@@ -1,0 +1,240 @@
+import { Command, Option } from 'commander';
+import { loadConfig } from '@rekey/core';
+import { createEngine } from '@rekey/fleet';
+import { engineClient, httpClient, type RekeyClient } from './client.js';
+import { CliError, EXIT } from './errors.js';
+import { specFromFlags, type MigrateFlags } from './spec-input.js';
+import { statusLines, watchStatus } from './render.js';
+import { failuresCsv } from '@rekey/fleet';
+import { runDemo } from './commands/demo.js';
+import { buildReport, type ReportFormat } from './commands/report.js';
+
+interface GlobalOpts {
+  local?: boolean;
+  config?: string;
+  debug?: boolean;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** Builds a client: the coordinator API by default, or an engine on Redis directly with --local. */
+export async function clientFor(g: GlobalOpts): Promise<RekeyClient> {
+  if (g.local) {
+    const config = loadConfig({ env: process.env, role: 'cli' });
+    const engine = await createEngine({
+      redisUrl: config.redis.url,
+      prefix: config.redis.prefix,
+      aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
+      ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
+      actor: `cli:${process.env['USER'] ?? 'local'}`,
+    });
+    return engineClient(engine, `cli:${process.env['USER'] ?? 'local'}`);
+  }
+  const url = process.env['REKEY_API_URL'] ?? 'http://127.0.0.1:8080';
+  const token = process.env['REKEY_API_TOKEN'];
+  if (!token) throw new CliError('REKEY_API_TOKEN is not set (the coordinator API needs it), or use --local to work on Redis directly', EXIT.usage);
+  return httpClient(url, token);
+}
+
+async function withClient<T>(g: GlobalOpts, fn: (c: RekeyClient) => Promise<T>): Promise<T> {
+  const c = await clientFor(g);
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('rekey')
+    .description('Re-encrypt data after AWS KMS key rotations, prove nothing is left, then disable the old key.')
+    .option('--local', 'work on Redis directly instead of through the coordinator API')
+    .option('--debug', 'print stack traces')
+    .showHelpAfterError();
+  const g = () => program.opts<GlobalOpts>();
+
+  program
+    .command('migrate')
+    .description('start a migration from flags or -f rekey.yaml')
+    .option('-f, --file <path>', 'a YAML file with a migration spec (or migrations: [one])')
+    .option('--id <id>', 'migration id (generated when absent)')
+    .option('--from <key>', 'old key id, ARN or alias (repeatable)', collect)
+    .option('--to <key>', 'new key id, ARN or alias')
+    .option('--source <kind:arg>', 'a source: s3-sse-kms:bucket[/prefix], s3-envelope:bucket[/prefix], postgres:[schema.]table.column?pk=id (repeatable)', collect)
+    .addOption(new Option('--strategy <s>', 'strategy of s3-sse-kms sources').choices(['update-encryption', 'copy', 'multipart-copy']))
+    .option('--include-versions', 'also migrate noncurrent versions (s3-sse-kms)')
+    .option('--batch-size <n>', 'items per batch')
+    .option('--concurrency <n>', 'items in flight per worker batch')
+    .option('--dry-run', 'decide every outcome, write nothing')
+    .option('--auto-finalize', 'disable the old keys as soon as the gate is ready')
+    .option('--watch', 'follow progress until the migration settles')
+    .option('--workers <n>', 'with --local: batches processed in parallel in this process', '2')
+    .action(async (f: MigrateFlags & { watch?: boolean; workers: string }) => {
+      const spec = await specFromFlags(f);
+      if (g().local) {
+        const config = loadConfig({ env: process.env, role: 'cli' });
+        const engine = await createEngine({
+          redisUrl: config.redis.url,
+          prefix: config.redis.prefix,
+          aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
+          ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
+          actor: `cli:${process.env['USER'] ?? 'local'}`,
+        });
+        const client = engineClient(engine, `cli:${process.env['USER'] ?? 'local'}`);
+        const coordinator = engine.startCoordinator({ tickMs: 250 });
+        const worker = engine.startWorker({ concurrency: Number(f.workers) || 2 });
+        try {
+          const m = await client.create(spec);
+          console.log(`migration ${m.id} created: ${m.keys.from.join(', ')} -> ${m.keys.to}`);
+          const st = await watchStatus(client, m.id, { tty: Boolean(process.stdout.isTTY) });
+          for (const l of statusLines(st)) console.log(l);
+          process.exitCode = st.migration.state === 'ready' || st.migration.state === 'finalized' ? EXIT.ok : EXIT.failure;
+        } finally {
+          await worker.close();
+          await coordinator.close();
+          await client.close();
+        }
+        return;
+      }
+      await withClient(g(), async (c) => {
+        const m = await c.create(spec);
+        console.log(`migration ${m.id} created: ${m.keys.from.join(', ')} -> ${m.keys.to}`);
+        if (f.watch) {
+          const st = await watchStatus(c, m.id, { tty: Boolean(process.stdout.isTTY) });
+          process.exitCode = st.migration.state === 'ready' || st.migration.state === 'finalized' ? EXIT.ok : EXIT.failure;
+        }
+      });
+    });
+
+  program
+    .command('list')
+    .description('list migrations')
+    .action(() =>
+      withClient(g(), async (c) => {
+        const all = await c.list();
+        if (all.length === 0) console.log('no migrations');
+        for (const m of all) console.log(`${m.id}\t${m.state}\t${m.createdAt}\t${m.spec.sources.map((s) => s.name).join(',')}`);
+      }),
+    );
+
+  program
+    .command('status <id>')
+    .description('progress, outcomes and the gate of a migration')
+    .option('--watch', 'refresh live until the migration settles')
+    .option('--json', 'print the status as JSON')
+    .action((id: string, o: { watch?: boolean; json?: boolean }) =>
+      withClient(g(), async (c) => {
+        if (o.watch) {
+          await watchStatus(c, id, { tty: Boolean(process.stdout.isTTY) });
+          return;
+        }
+        const st = await c.status(id);
+        if (o.json) console.log(JSON.stringify(st, null, 2));
+        else for (const l of statusLines(st)) console.log(l);
+      }),
+    );
+
+  for (const action of ['pause', 'resume', 'cancel', 'verify'] as const) {
+    program
+      .command(`${action} <id>`)
+      .description(action === 'verify' ? 'run the read-only verify pass again' : `${action} a migration`)
+      .option('--reason <text>', 'why (kept in the audit log)')
+      .action((id: string, o: { reason?: string }) =>
+        withClient(g(), async (c) => {
+          const m = await c.action(id, action, o.reason);
+          console.log(`migration ${m.id}: ${m.state}`);
+        }),
+      );
+  }
+
+  program
+    .command('failures <id>')
+    .description('failed items with reasons')
+    .addOption(new Option('--format <f>', 'output format').choices(['table', 'csv', 'json']).default('table'))
+    .option('--limit <n>', 'at most this many', '1000')
+    .action((id: string, o: { format: string; limit: string }) =>
+      withClient(g(), async (c) => {
+        const fs = await c.failures(id, Number(o.limit));
+        if (o.format === 'json') console.log(JSON.stringify(fs, null, 2));
+        else if (o.format === 'csv') process.stdout.write(failuresCsv(fs));
+        else {
+          if (fs.length === 0) console.log('no failures');
+          for (const f of fs) console.log(`${f.id}\t${f.source}\t${f.code}\t${f.reason}\t${f.item}${f.acked ? `\tacked: ${f.acked}` : ''}`);
+        }
+      }),
+    );
+
+  program
+    .command('ack <id>')
+    .description('acknowledge failures so the gate can pass')
+    .option('--item <failureId>', 'a failure id from `rekey failures` (repeatable)', collect)
+    .option('--all', 'acknowledge every failure')
+    .requiredOption('--reason <text>', 'why these failures are acceptable (audited)')
+    .action((id: string, o: { item?: string[]; all?: boolean; reason: string }) =>
+      withClient(g(), async (c) => {
+        if (!o.all && !o.item?.length) throw new CliError('give --item ID (repeatable) or --all', EXIT.usage);
+        const n = await c.ack(id, o.all ? { all: true } : { ids: o.item! }, o.reason);
+        console.log(`${n} failures acknowledged`);
+      }),
+    );
+
+  program
+    .command('finalize <id>')
+    .description('disable the old keys once the gate is ready')
+    .option('--force', 'disable even though the gate is not ready (audited as forced)')
+    .option('--schedule-deletion-days <n>', 'also schedule deletion of the old keys (7..30 days)')
+    .action((id: string, o: { force?: boolean; scheduleDeletionDays?: string }) =>
+      withClient(g(), async (c) => {
+        const days = o.scheduleDeletionDays !== undefined ? Number(o.scheduleDeletionDays) : undefined;
+        if (days !== undefined && (!Number.isInteger(days) || days < 7 || days > 30)) {
+          throw new CliError(`--schedule-deletion-days must be a whole number from 7 to 30, got "${o.scheduleDeletionDays}"`, EXIT.usage);
+        }
+        const r = await c.finalize(id, { force: Boolean(o.force), ...(days !== undefined ? { scheduleDeletionDays: days } : {}) });
+        for (const k of r.disabled) console.log(`disabled ${k}${r.forced ? ' (forced)' : ''}`);
+        for (const k of r.scheduledDeletion) console.log(`deletion scheduled for ${k} in ${days} days`);
+        for (const s of r.skipped) console.log(`kept ${s.key}: ${s.reason}`);
+      }),
+    );
+
+  program
+    .command('audit <id>')
+    .description('print the audit log')
+    .option('--verify', 'check the hash chain; exit 1 when it is broken')
+    .action((id: string, o: { verify?: boolean }) =>
+      withClient(g(), async (c) => {
+        const a = await c.audit(id);
+        if (o.verify) {
+          if (a.verification.ok) console.log(`audit chain of ${id} is intact (${a.verification.entries} entries)`);
+          else {
+            console.log(`audit chain of ${id} is BROKEN at ${a.verification.brokenAt}: ${a.verification.reason}`);
+            process.exitCode = EXIT.failure;
+          }
+          return;
+        }
+        for (const e of a.entries) console.log(`${e.ts}\t${e.actor}\t${e.type}\t${JSON.stringify(e.data)}`);
+      }),
+    );
+
+  program
+    .command('report <id>')
+    .description('a completion report: spec, keys, times, counts, failures, gate, audit')
+    .addOption(new Option('--format <f>', 'output format').choices(['json', 'csv', 'md']).default('md'))
+    .action((id: string, o: { format: ReportFormat }) =>
+      withClient(g(), async (c) => {
+        process.stdout.write(await buildReport(c, id, o.format));
+      }),
+    );
+
+  program
+    .command('demo')
+    .description('run the whole job end to end on aws-local, Redis and (if reachable) PostgreSQL')
+    .option('--items <n>', 'SSE-KMS objects to write (envelope objects and rows are 40% of it each)', '5000')
+    .option('--keep', 'leave the stack running after the demo')
+    .action(async (o: { items: string; keep?: boolean }) => {
+      const n = Number(o.items);
+      if (!Number.isInteger(n) || n < 1 || n > 1_000_000) throw new CliError(`--items must be a whole number from 1 to 1000000, got "${o.items}"`, EXIT.usage);
+      process.exitCode = await runDemo({ items: n, keep: Boolean(o.keep) });
+    });
+
+  return program;
+}

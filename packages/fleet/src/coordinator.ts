@@ -1,0 +1,143 @@
+import type { Logger } from 'pino';
+import { isTerminal, type Migration } from '@rekey/core';
+import type { Enumerator, PassMode } from './enumerator.js';
+import type { ProgressStore, SourceCounters } from './store.js';
+
+export interface CoordinatorDeps {
+  readonly store: ProgressStore;
+  readonly enumerator: Enumerator;
+  readonly logger: Logger;
+  readonly actor: string;
+  /** Computes the gate and moves a verified migration to ready or blocked (and finalizes when asked). */
+  readonly settle: (m: Migration) => Promise<void>;
+  /** How often the loop looks at every migration. @defaultValue 500 */
+  readonly tickMs?: number;
+}
+
+const total = (cs: Record<string, SourceCounters>, f: keyof SourceCounters) => Object.values(cs).reduce((n, c) => n + c[f], 0);
+
+/**
+ * The coordinator loop: moves each migration through its states. It enumerates under a lease
+ * (so several coordinators can run), notices when all batches are done, starts the verify pass,
+ * and settles the gate. Everything it decides comes from Redis, so a restarted coordinator
+ * carries on where the last one stopped.
+ */
+export function createCoordinator(deps: CoordinatorDeps) {
+  const { store, enumerator, logger, actor } = deps;
+  const passes = new Map<string, { mode: PassMode; abort: AbortController; done: Promise<void> }>();
+  let timer: NodeJS.Timeout | undefined;
+  let ticking: Promise<void> | undefined;
+  let stopped = false;
+
+  function startPass(m: Migration, mode: PassMode): void {
+    const running = passes.get(m.id);
+    if (running) return;
+    const abort = new AbortController();
+    const round = mode === 'verify' ? (m.verifyRound ?? 1) : (m.round ?? 1);
+    const done = (async () => {
+      try {
+        const res = await enumerator.run(m, mode, round, abort.signal);
+        if (res !== 'done') return;
+        if (mode === 'reencrypt') {
+          await store.transition(m.id, 'running', { actor, from: ['enumerating'], patch: { enumeratedAt: new Date().toISOString() } });
+        } else {
+          await store.patch(m.id, { verifyEnumeratedAt: new Date().toISOString() });
+        }
+      } catch (err) {
+        logger.error({ migration: m.id, mode, err: (err as Error).message }, 'enumeration failed; it is retried on the next tick');
+      } finally {
+        passes.delete(m.id);
+      }
+    })();
+    passes.set(m.id, { mode, abort, done });
+  }
+
+  async function advance(m: Migration): Promise<void> {
+    const names = m.spec.sources.map((s) => s.name);
+    switch (m.state) {
+      case 'created':
+        await store.transition(m.id, 'enumerating', { actor, from: ['created'], patch: { startedAt: new Date().toISOString() } });
+        return;
+      case 'enumerating':
+        if (await enumerator.holdLease(m.id)) startPass(m, 'reencrypt');
+        return;
+      case 'running': {
+        const c = await store.counters(m.id, names);
+        if (total(c, 'batchesDone') >= total(c, 'batchesEnqueued')) {
+          await store.transition(m.id, 'verifying', {
+            actor,
+            from: ['running'],
+            patch: { verifyStartedAt: new Date().toISOString(), verifyRound: (m.verifyRound ?? 0) + 1 },
+          });
+        }
+        return;
+      }
+      case 'verifying': {
+        if (!m.verifyEnumeratedAt) {
+          if (await enumerator.holdLease(m.id)) startPass(m, 'verify');
+          return;
+        }
+        const c = await store.counters(m.id, names);
+        if (total(c, 'verifyBatchesDone') >= total(c, 'verifyBatchesEnqueued')) {
+          if (!m.verifiedAt) await store.patch(m.id, { verifiedAt: new Date().toISOString() });
+          const fresh = await store.get(m.id);
+          if (fresh) await deps.settle(fresh);
+        }
+        return;
+      }
+      case 'ready':
+      case 'blocked':
+        // Usage and acknowledgements change over time: the gate is re-read on every tick.
+        if (await enumerator.holdLease(m.id)) await deps.settle(m);
+        return;
+      case 'paused':
+      case 'finalized':
+      case 'cancelled':
+      case 'failed':
+        return;
+    }
+  }
+
+  async function tick(): Promise<void> {
+    const all = await store.list();
+    for (const m of all) {
+      if (stopped) return;
+      if (isTerminal(m.state) || m.state === 'paused') {
+        const p = passes.get(m.id);
+        p?.abort.abort();
+        continue;
+      }
+      try {
+        await advance(m);
+      } catch (err) {
+        logger.error({ migration: m.id, state: m.state, err: (err as Error).message }, 'coordinator step failed; retrying on the next tick');
+      }
+    }
+  }
+
+  return {
+    /** Runs one pass over all migrations (tests call this directly). */
+    tick,
+    start(): void {
+      stopped = false;
+      const loop = () => {
+        ticking = tick()
+          .catch((err: unknown) => logger.error({ err: (err as Error).message }, 'coordinator tick failed'))
+          .finally(() => {
+            if (!stopped) timer = setTimeout(loop, deps.tickMs ?? 500);
+          });
+      };
+      loop();
+    },
+    async stop(): Promise<void> {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      for (const p of passes.values()) p.abort.abort();
+      await ticking;
+      await Promise.all([...passes.values()].map((p) => p.done));
+      for (const id of passes.keys()) await enumerator.releaseLease(id);
+    },
+  };
+}
+
+export type Coordinator = ReturnType<typeof createCoordinator>;

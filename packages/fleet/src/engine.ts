@@ -1,0 +1,445 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pino, { type Logger } from 'pino';
+import { S3Client } from '@aws-sdk/client-s3';
+import { KMSClient, DisableKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
+import pg from 'pg';
+import {
+  COUNTER_FIELDS,
+  ValidationError,
+  checkKeyForMigration,
+  isTerminal,
+  parseMigrationSpec,
+  resumeTarget,
+  type Migration,
+  type MigrationSpec,
+  type KeyInfo,
+  type Source,
+} from '@rekey/core';
+import { createKmsGateway, createRedisLimiter, type KmsGateway, type RateLimiter } from '@rekey/kms';
+import { createSource } from '@rekey/sources';
+import { createAuditLog, type AuditLog } from './audit.js';
+import { createCoordinator } from './coordinator.js';
+import { createEnumerator } from './enumerator.js';
+import { computeGate, type GateResult, type OldKeyUsage } from './gate.js';
+import { redisKeys, type RedisKeys } from './keys.js';
+import { createFleetMetrics, type FleetMetrics } from './metrics.js';
+import { createBatchProcessor, type SourceRegistry } from './processor.js';
+import { createFleetQueue, createFleetWorker, type FleetQueue } from './queues.js';
+import { createProgressStore, type ProgressStore, type SourceCounters, type FailureRecord } from './store.js';
+import { buildStatus, type MigrationStatus } from './status.js';
+import { FleetError } from './errors.js';
+
+/** Everything the engine needs; services read it from config, tests pass it directly. */
+export interface EngineOptions {
+  readonly redisUrl: string;
+  /** Redis key prefix. @defaultValue 'rekey:' */
+  readonly prefix?: string;
+  readonly aws: {
+    readonly region: string;
+    readonly endpoint?: string;
+    readonly credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  };
+  /** Fleet-wide KMS budget in requests per second; no limiter when unset. */
+  readonly kmsBudgetRps?: number;
+  readonly kmsMinRps?: number;
+  readonly logger?: Logger;
+  /** Who this process is in audit entries. @defaultValue `<role>:<host>:<pid>` */
+  readonly actor?: string;
+  /** Whether old-key usage is monitored for the gate (CloudTrail / GetKeyLastUsage). @defaultValue true */
+  readonly monitorUsage?: boolean;
+  /** Account id of the fleet, for the limiter key; resolved from the key ARNs when unset. */
+  readonly accountId?: string;
+}
+
+/** Options for finalize. */
+export interface FinalizeOptions {
+  readonly actor: string;
+  readonly force?: boolean;
+  /** Also schedule deletion of the old keys after this many days (7..30). Never the default. */
+  readonly scheduleDeletionDays?: number;
+}
+
+export interface FinalizeResult {
+  readonly disabled: readonly string[];
+  /** Keys left enabled because another unfinished migration still lists them as a `from` key. */
+  readonly skipped: readonly { key: string; reason: string }[];
+  readonly scheduledDeletion: readonly string[];
+  readonly forced: boolean;
+}
+
+export interface Engine {
+  readonly keys: RedisKeys;
+  readonly redis: Redis;
+  readonly store: ProgressStore;
+  readonly audit: AuditLog;
+  readonly queue: FleetQueue;
+  readonly kms: KmsGateway;
+  readonly metrics: FleetMetrics;
+  readonly logger: Logger;
+  /** Validates, resolves keys (aliases pinned as ARNs), checks each key and source, and stores the migration. */
+  createMigration(input: unknown, actor: string): Promise<Migration>;
+  get(id: string): Promise<Migration>;
+  list(): Promise<Migration[]>;
+  status(id: string): Promise<MigrationStatus>;
+  gate(id: string): Promise<GateResult>;
+  pause(id: string, actor: string, reason?: string): Promise<Migration>;
+  resume(id: string, actor: string): Promise<Migration>;
+  cancel(id: string, actor: string, reason?: string): Promise<Migration>;
+  /** Runs the read-only verify pass again. */
+  verify(id: string, actor: string): Promise<Migration>;
+  finalize(id: string, opts: FinalizeOptions): Promise<FinalizeResult>;
+  failures(id: string, limit?: number): Promise<FailureRecord[]>;
+  ack(id: string, which: { all: true } | { ids: readonly string[] }, reason: string, actor: string): Promise<number>;
+  /** Starts a BullMQ worker in this process. */
+  startWorker(opts?: { concurrency?: number; shutdown?: AbortSignal }): { close(): Promise<void> };
+  /** Starts the coordinator loop in this process. */
+  startCoordinator(opts?: { tickMs?: number }): { tick(): Promise<void>; close(): Promise<void> };
+  /** Sets the old-key usage the gate sees (the usage monitor calls this). */
+  setUsage(id: string, usage: OldKeyUsage): Promise<void>;
+  close(): Promise<void>;
+}
+
+function newMigrationId(): string {
+  const d = new Date().toISOString().slice(0, 10).replace(/-/g, '');
+  return `m-${d}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Builds the engine: Redis connections, KMS gateway and limiter, store, queue, sources. */
+export async function createEngine(opts: EngineOptions): Promise<Engine> {
+  const logger = opts.logger ?? pino({ level: process.env['LOG_LEVEL'] ?? 'info' });
+  const actor = opts.actor ?? `engine:${hostname()}:${process.pid}`;
+  const keys = redisKeys(opts.prefix ?? 'rekey:');
+  const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true });
+  await redis.ping().catch((err: unknown) => {
+    redis.disconnect();
+    throw new FleetError('redis-unavailable', `Redis is not reachable at ${opts.redisUrl}: ${(err as Error).message}`);
+  });
+  const bullConnection = { url: opts.redisUrl, maxRetriesPerRequest: null } as const;
+  const audit = createAuditLog(redis, keys);
+  const store = createProgressStore(redis, keys, audit);
+  const queue = createFleetQueue(bullConnection, keys.bullPrefix());
+  const metrics = createFleetMetrics();
+  const clientConfig = {
+    region: opts.aws.region,
+    ...(opts.aws.endpoint ? { endpoint: opts.aws.endpoint } : {}),
+    ...(opts.aws.credentials ? { credentials: opts.aws.credentials } : {}),
+  };
+  const kmsClient = new KMSClient(clientConfig);
+  const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
+  let limiter: RateLimiter | undefined;
+  if (opts.kmsBudgetRps) {
+    limiter = createRedisLimiter({
+      redis,
+      key: keys.limiter(opts.accountId ?? 'default', opts.aws.region),
+      budget: () => opts.kmsBudgetRps!,
+      minRps: opts.kmsMinRps ?? 1,
+      aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 },
+    });
+  }
+  const kms = createKmsGateway({ client: kmsClient }, { ...(limiter ? { limiter } : {}), metrics: metrics.kmsHook });
+  const pools = new Map<string, pg.Pool>();
+  const defaultDbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+  function poolFor(url: string): pg.Pool {
+    let p = pools.get(url);
+    if (!p) {
+      p = new pg.Pool({ connectionString: url, max: 16 });
+      p.on('error', (err) => logger.warn({ err: err.message }, 'idle Postgres connection failed'));
+      pools.set(url, p);
+    }
+    return p;
+  }
+
+  const built = new Map<string, Promise<Source>>();
+  const sources: SourceRegistry = {
+    get(m, name) {
+      const k = `${m.id}/${name}`;
+      let s = built.get(k);
+      if (!s) {
+        const spec = m.spec.sources.find((x) => x.name === name);
+        if (!spec) return Promise.reject(new FleetError('unknown-source', `migration ${m.id} has no source named ${name}`));
+        s = createSource(
+          spec,
+          { s3, kms, pool: poolFor(defaultDbUrl) },
+          { pageSize: m.spec.options.batchSize },
+        );
+        built.set(k, s);
+        s.catch(() => built.delete(k));
+      }
+      return s;
+    },
+    async close() {
+      for (const s of built.values()) await (await s.catch(() => undefined))?.close?.();
+      built.clear();
+    },
+  };
+
+  async function must(id: string): Promise<Migration> {
+    const m = await store.get(id);
+    if (!m) throw new FleetError('not-found', `no migration with id ${id}`);
+    return m;
+  }
+
+  async function readUsage(id: string): Promise<OldKeyUsage | null> {
+    const raw = await redis.hget(keys.usage(id), 'usage');
+    return raw ? (JSON.parse(raw) as OldKeyUsage) : null;
+  }
+
+  async function gateOf(m: Migration): Promise<GateResult> {
+    const names = m.spec.sources.map((s) => s.name);
+    const [counters, acks, failures, usage] = await Promise.all([
+      store.counters(m.id, names),
+      store.acks(m.id),
+      store.failures(m.id, { limit: 100_000 }),
+      readUsage(m.id),
+    ]);
+    return computeGate({
+      migration: m,
+      counters,
+      acks,
+      failureIds: failures.filter((f) => f.code !== 'verify:old-key').map((f) => f.id),
+      usage,
+      usageMonitored: opts.monitorUsage ?? false,
+    });
+  }
+
+  async function finalize(id: string, f: FinalizeOptions): Promise<FinalizeResult> {
+    const m = await must(id);
+    if (isTerminal(m.state)) throw new FleetError('invalid-state', `migration ${id} is ${m.state}; nothing to finalize`);
+    const gate = await gateOf(m);
+    if (!gate.ready && !f.force) {
+      const red = gate.conditions.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
+      throw new FleetError('gate-not-ready', `the gate of ${id} is not ready: ${red.join('; ')}`);
+    }
+    if (f.scheduleDeletionDays !== undefined && !(Number.isInteger(f.scheduleDeletionDays) && f.scheduleDeletionDays >= 7 && f.scheduleDeletionDays <= 30)) {
+      throw new FleetError('bad-input', `--schedule-deletion-days must be a whole number from 7 to 30, got ${f.scheduleDeletionDays}`);
+    }
+    const others = (await store.list()).filter((o) => o.id !== id && !isTerminal(o.state));
+    const disabled: string[] = [];
+    const skipped: { key: string; reason: string }[] = [];
+    const scheduled: string[] = [];
+    if (m.spec.refresh) {
+      skipped.push({ key: m.keys.to, reason: 'a refresh migration moves data to the same key; the key stays enabled' });
+    } else {
+      for (const key of m.keys.from) {
+        const user = others.find((o) => o.keys.from.includes(key));
+        if (user) {
+          skipped.push({ key, reason: `migration ${user.id} (${user.state}) still lists it as a from key` });
+          await audit.append(id, { actor: f.actor, type: 'key.disable-skipped', data: { key, reason: skipped.at(-1)!.reason } });
+          continue;
+        }
+        await kmsClient.send(new DisableKeyCommand({ KeyId: key }));
+        disabled.push(key);
+        await audit.append(id, { actor: f.actor, type: 'key.disabled', data: { key, forced: !gate.ready, gate: gate.conditions } });
+        if (f.scheduleDeletionDays !== undefined) {
+          const r = await kmsClient.send(new ScheduleKeyDeletionCommand({ KeyId: key, PendingWindowInDays: f.scheduleDeletionDays }));
+          scheduled.push(key);
+          await audit.append(id, { actor: f.actor, type: 'key.deletion-scheduled', data: { key, days: f.scheduleDeletionDays, deletionDate: r.DeletionDate?.toISOString() } });
+        }
+      }
+    }
+    if (!gate.ready) {
+      await audit.append(id, { actor: f.actor, type: 'finalize.forced', data: { red: gate.conditions.filter((c) => !c.ok) } });
+    }
+    await store.transition(id, 'finalized', { actor: f.actor, force: !gate.ready, patch: { finishedAt: new Date().toISOString() } });
+    return { disabled, skipped, scheduledDeletion: scheduled, forced: !gate.ready };
+  }
+
+  async function settle(m: Migration): Promise<void> {
+    const gate = await gateOf(m);
+    metrics.gateReady.set({ migration: m.id }, gate.ready ? 1 : 0);
+    const reason = gate.conditions.filter((c) => !c.ok).map((c) => c.detail).join('; ');
+    if (gate.ready && m.state !== 'ready') {
+      await store.transition(m.id, 'ready', { actor, from: ['verifying', 'blocked'] });
+    } else if (!gate.ready && m.state !== 'blocked') {
+      await store.transition(m.id, 'blocked', { actor, from: ['verifying', 'ready'], reason });
+    } else if (!gate.ready && m.reason !== reason) {
+      await store.patch(m.id, { reason });
+    }
+    if (gate.ready && m.spec.options.autoFinalize) {
+      await finalize(m.id, { actor: `${actor}:autoFinalize` });
+    }
+  }
+
+  async function resetVerify(m: Migration): Promise<void> {
+    const pipe = redis.pipeline();
+    for (const s of m.spec.sources) {
+      pipe.del(keys.cursor(m.id, s.name, 'verify'));
+      pipe.hdel(keys.counters(m.id, s.name), ...COUNTER_FIELDS.filter((f) => f.startsWith('verify')));
+    }
+    await pipe.exec();
+  }
+
+  const engine: Engine = {
+    keys,
+    redis,
+    store,
+    audit,
+    queue,
+    kms,
+    metrics,
+    logger,
+
+    async createMigration(input, who) {
+      let spec: MigrationSpec;
+      try {
+        spec = parseMigrationSpec(input);
+      } catch (err) {
+        if (err instanceof ValidationError) throw err;
+        throw new ValidationError([(err as Error).message]);
+      }
+      const id = spec.id ?? newMigrationId();
+      if (await store.get(id)) throw new ValidationError([`id: a migration named ${id} already exists`]);
+      const problems: string[] = [];
+      const resolve = async (role: 'from' | 'to', keyId: string): Promise<KeyInfo | undefined> => {
+        try {
+          return await kms.describeKey(keyId);
+        } catch (err) {
+          problems.push(`${role} key ${keyId}: ${(err as Error).message}`);
+          return undefined;
+        }
+      };
+      const to = await resolve('to', spec.to);
+      const from = await Promise.all(spec.from.map((k) => resolve('from', k)));
+      if (to) {
+        const why = checkKeyForMigration('to', to);
+        if (why) problems.push(`to key ${spec.to} (${to.arn}): ${why}`);
+      }
+      from.forEach((k, i) => {
+        if (!k) return;
+        const why = checkKeyForMigration('from', k, to);
+        if (why) problems.push(`from key ${spec.from[i]} (${k.arn}): ${why}`);
+      });
+      if (to && !spec.refresh && from.some((k) => k?.arn === to.arn)) {
+        problems.push(`to key ${spec.to} resolves to ${to.arn}, which is also a from key (use refresh: true to move data to the current key material)`);
+      }
+      if (problems.length) throw new ValidationError(problems);
+      const now = new Date().toISOString();
+      const aliases: Record<string, string> = {};
+      spec.from.forEach((k, i) => {
+        if (k.startsWith('alias/')) aliases[k] = from[i]!.arn;
+      });
+      if (spec.to.startsWith('alias/')) aliases[spec.to] = to!.arn;
+      const m: Migration = {
+        id,
+        spec: { ...spec, id },
+        state: 'created',
+        keys: { from: [...new Set(from.map((k) => k!.arn))], to: to!.arn, aliases },
+        createdAt: now,
+        updatedAt: now,
+        round: 1,
+      };
+      // Probe each source once (one cheap list call) so a missing bucket or table is refused now.
+      for (const s of spec.sources) {
+        try {
+          const src = await sources.get(m, s.name);
+          await src.list(null, AbortSignal.timeout(30_000));
+        } catch (err) {
+          problems.push(`source ${s.name}: ${(err as Error).message}`);
+        }
+      }
+      if (problems.length) throw new ValidationError(problems);
+      await store.create(m, who);
+      return m;
+    },
+
+    get: must,
+    list: () => store.list(),
+
+    async status(id) {
+      const m = await must(id);
+      return buildStatus({ migration: m, store, gate: await gateOf(m), usage: await readUsage(id) });
+    },
+
+    async gate(id) {
+      return gateOf(await must(id));
+    },
+
+    async pause(id, who, reason) {
+      const m = await must(id);
+      if (!['enumerating', 'running', 'verifying', 'ready', 'blocked', 'created'].includes(m.state)) {
+        throw new FleetError('invalid-state', `migration ${id} is ${m.state} and can't be paused`);
+      }
+      return store.transition(id, 'paused', { actor: who, reason: reason ?? 'paused by operator' });
+    },
+
+    async resume(id, who) {
+      const m = await must(id);
+      if (m.state !== 'paused') throw new FleetError('invalid-state', `migration ${id} is ${m.state}, not paused`);
+      return store.transition(id, resumeTarget(m.pausedFrom ?? 'enumerating'), { actor: who });
+    },
+
+    async cancel(id, who, reason) {
+      const m = await must(id);
+      if (isTerminal(m.state)) throw new FleetError('invalid-state', `migration ${id} is already ${m.state}`);
+      return store.transition(id, 'cancelled', { actor: who, reason: reason ?? 'cancelled by operator' });
+    },
+
+    async verify(id, who) {
+      const m = await must(id);
+      if (!['ready', 'blocked', 'verifying'].includes(m.state)) {
+        throw new FleetError('invalid-state', `migration ${id} is ${m.state}; verify runs once every batch is done (ready, blocked or verifying)`);
+      }
+      await resetVerify(m);
+      const patch = { verifyRound: (m.verifyRound ?? 1) + 1, verifyStartedAt: new Date().toISOString(), verifyEnumeratedAt: undefined, verifiedAt: undefined };
+      if (m.state === 'verifying') {
+        await store.patch(id, patch);
+        return must(id);
+      }
+      return store.transition(id, 'verifying', { actor: who, patch });
+    },
+
+    finalize,
+    failures: (id, limit) => store.failures(id, { limit: limit ?? 1000 }),
+    ack: (id, which, reason, who) => store.ack(id, which, reason, who),
+
+    startWorker(w = {}) {
+      const shutdown = new AbortController();
+      w.shutdown?.addEventListener('abort', () => shutdown.abort(), { once: true });
+      const processor = createBatchProcessor({ store, sources, logger, metrics, shutdown: shutdown.signal, actor });
+      const worker = createFleetWorker(bullConnection, keys.bullPrefix(), async (job, token) => {
+        switch (job.name) {
+          case 'batch':
+          case 'verify':
+            return processor(job, token);
+          case 'item':
+            throw new FleetError('not-supported', 'item jobs are handled by the intake processor');
+        }
+      }, { concurrency: w.concurrency ?? 2, lockDuration: 60_000 });
+      worker.on('error', (err) => logger.error({ err: err.message }, 'worker error'));
+      return {
+        async close() {
+          shutdown.abort();
+          await worker.close();
+        },
+      };
+    },
+
+    startCoordinator(c = {}) {
+      const enumerator = createEnumerator({ redis, keys, queue, sources, logger, owner: `${actor}:${randomBytes(4).toString('hex')}` });
+      const coordinator = createCoordinator({ store, enumerator, logger, actor, settle, tickMs: c.tickMs ?? 500 });
+      coordinator.start();
+      return { tick: coordinator.tick, close: () => coordinator.stop() };
+    },
+
+    async setUsage(id, usage) {
+      await redis.hset(keys.usage(id), 'usage', JSON.stringify(usage));
+    },
+
+    async close() {
+      await queue.close();
+      await sources.close();
+      for (const p of pools.values()) await p.end();
+      await limiter?.close();
+      await store.close();
+      kmsClient.destroy();
+      s3.destroy();
+      await redis.quit();
+    },
+  };
+  return engine;
+}
+
+export type { SourceCounters };

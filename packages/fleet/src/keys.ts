@@ -1,0 +1,61 @@
+/**
+ * Every Redis key Rekey uses, in one place, under one configurable prefix (default `rekey:`).
+ * Keys of one migration share a `{id}` hash tag so a Lua script can touch them together on a cluster.
+ */
+export interface RedisKeys {
+  readonly prefix: string;
+  /** Set of migration ids. */
+  migrations(): string;
+  /** Hash: the migration record (state, spec JSON, keys, timestamps). */
+  migration(id: string): string;
+  /** Hash: counters of one source of a migration. */
+  counters(id: string, source: string): string;
+  /** Hash: enumeration checkpoint of one source (cursor, page, done) for a mode. */
+  cursor(id: string, source: string, mode: 'reencrypt' | 'verify'): string;
+  /** Set of batch job ids whose outcomes were recorded (so a re-delivered batch is never counted twice). */
+  recorded(id: string): string;
+  /** Stream: failed items (capped). */
+  failures(id: string): string;
+  /** Hash: acknowledged failures (item -> reason). */
+  acks(id: string): string;
+  /** Stream: the hash-chained audit log of a migration (or of a rotation, by its id). */
+  audit(id: string): string;
+  /** String: the hash of the newest audit entry (the chain head). */
+  auditHead(id: string): string;
+  /** String with TTL: the enumeration leader lease of a migration. */
+  lease(id: string): string;
+  /** Sorted set: throughput samples (time -> processed) for the status page chart. */
+  samples(id: string): string;
+  /** Hash: old-key usage seen by the monitor. */
+  usage(id: string): string;
+  /** The fleet-wide KMS limiter of an account and Region. */
+  limiter(account: string, region: string): string;
+  /** String: dedupe marker of an app-requested item. */
+  intakeDedupe(hash: string): string;
+  /** The BullMQ prefix (BullMQ adds `:<queue>:…`). */
+  bullPrefix(): string;
+}
+
+/** Builds the key module for a prefix such as `rekey:` (a trailing `:` is added when missing). */
+export function redisKeys(prefix = 'rekey:'): RedisKeys {
+  const p = prefix.endsWith(':') ? prefix : `${prefix}:`;
+  const m = (id: string) => `${p}m:{${id}}`;
+  return {
+    prefix: p,
+    migrations: () => `${p}migrations`,
+    migration: (id) => m(id),
+    counters: (id, source) => `${m(id)}:counters:${source}`,
+    cursor: (id, source, mode) => `${m(id)}:cursor:${mode}:${source}`,
+    recorded: (id) => `${m(id)}:recorded`,
+    failures: (id) => `${m(id)}:failures`,
+    acks: (id) => `${m(id)}:acks`,
+    audit: (id) => `${m(id)}:audit`,
+    auditHead: (id) => `${m(id)}:audit-head`,
+    lease: (id) => `${m(id)}:lease`,
+    samples: (id) => `${m(id)}:samples`,
+    usage: (id) => `${m(id)}:usage`,
+    limiter: (account, region) => `${p}limiter:${account}:${region}`,
+    intakeDedupe: (hash) => `${p}intake:${hash}`,
+    bullPrefix: () => `${p}bull`,
+  };
+}

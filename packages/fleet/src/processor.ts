@@ -1,0 +1,198 @@
+import { DelayedError, type Job } from 'bullmq';
+import {
+  ItemError,
+  MigrationFatalError,
+  RetryableError,
+  failureRate,
+  type BatchJob,
+  type ItemRef,
+  type KeyPlan,
+  type Migration,
+  type Outcome,
+  type Source,
+} from '@rekey/core';
+import type { Logger } from 'pino';
+import { mapBounded } from './pool.js';
+import type { CounterField } from '@rekey/core';
+import { outcomeIncrements, type ProgressStore } from './store.js';
+import type { FleetMetrics } from './metrics.js';
+
+/** Gives the source object of a migration (built once per migration and source, then cached). */
+export interface SourceRegistry {
+  get(m: Migration, sourceName: string): Promise<Source>;
+  close(): Promise<void>;
+}
+
+export interface BatchProcessorDeps {
+  readonly store: ProgressStore;
+  readonly sources: SourceRegistry;
+  readonly logger: Logger;
+  readonly metrics?: FleetMetrics;
+  /** Aborted on SIGTERM: in-flight items finish, the rest go back to the queue. */
+  readonly shutdown: AbortSignal;
+  /** Who writes audit entries (e.g. `worker:<host>:<pid>`). */
+  readonly actor: string;
+  /** How long a batch of a paused migration waits before it is looked at again. @defaultValue 5000 */
+  readonly pausedRecheckMs?: number;
+}
+
+/** Returns the key plan of a migration. */
+export function keyPlan(m: Migration): KeyPlan {
+  return { from: m.keys.from, to: m.keys.to, ...(m.spec.refresh ? { refresh: true } : {}) };
+}
+
+function itemLabel(item: ItemRef): string {
+  return JSON.stringify(item);
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s+/g, ' ').slice(0, 500);
+}
+
+type ItemResult =
+  | { kind: 'outcome'; outcome: Outcome; code?: string; reason?: string; verify?: 'old-key' | 'current' | 'other' | 'gone' }
+  | { kind: 'fatal'; error: MigrationFatalError }
+  | { kind: 'retry'; error: RetryableError };
+
+const VERIFY_FIELD: Record<'old-key' | 'current' | 'other' | 'gone', CounterField> = {
+  'old-key': 'verifyOldKey',
+  current: 'verifyCurrent',
+  other: 'verifyOther',
+  gone: 'verifyGone',
+};
+
+/**
+ * Builds the worker's batch processor: runs the items of one batch with bounded concurrency,
+ * classifies every error once, writes all counters and failures in one Redis round trip, and
+ * pauses the migration on a fatal error or a failure rate over the threshold.
+ */
+export function createBatchProcessor(deps: BatchProcessorDeps) {
+  const { store, sources, logger, metrics, shutdown } = deps;
+
+  return async function processBatch(job: Job<BatchJob>, token: string | undefined): Promise<void> {
+    const data = job.data;
+    const m = await store.get(data.migrationId);
+    if (!m) {
+      logger.warn({ job: job.id, migration: data.migrationId }, 'batch of an unknown migration dropped');
+      return;
+    }
+    if (m.state === 'cancelled' || m.state === 'failed' || m.state === 'finalized') {
+      logger.info({ job: job.id, migration: m.id, state: m.state }, 'batch of a finished migration dropped');
+      return;
+    }
+    if (m.state === 'paused') {
+      await job.moveToDelayed(Date.now() + (deps.pausedRecheckMs ?? 5000), token);
+      throw new DelayedError();
+    }
+    const source = await sources.get(m, data.source);
+    const plan = keyPlan(m);
+    const options = m.spec.options;
+    const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    const abort = new AbortController();
+    const onShutdown = () => abort.abort();
+    shutdown.addEventListener('abort', onShutdown, { once: true });
+    const ctx = { signal: abort.signal, migrationId: m.id, dryRun: options.dryRun };
+    const started = performance.now();
+    let stop = false;
+
+    const results = await mapBounded(
+      data.items,
+      options.concurrency,
+      async (item): Promise<ItemResult> => {
+        try {
+          if (data.mode === 'verify') {
+            const ins = await source.inspect(item, plan, ctx);
+            return { kind: 'outcome', outcome: 'already-current', verify: ins.state, ...(ins.reason ? { reason: ins.reason } : {}) };
+          }
+          const r = await source.reencrypt(item, plan, ctx);
+          return { kind: 'outcome', outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: oneLine(r.reason) } : {}) };
+        } catch (err) {
+          if (err instanceof MigrationFatalError) {
+            stop = true;
+            return { kind: 'fatal', error: err };
+          }
+          if (err instanceof RetryableError && !lastAttempt) {
+            stop = true;
+            return { kind: 'retry', error: err };
+          }
+          if (err instanceof ItemError) {
+            return { kind: 'outcome', outcome: err.outcome, code: err.code, reason: oneLine(err.message) };
+          }
+          const e = err as Error;
+          const code = err instanceof RetryableError ? err.code : (e?.name ?? 'Error');
+          return { kind: 'outcome', outcome: 'failed', code, reason: oneLine(e?.message ?? String(err)) };
+        }
+      },
+      () => stop || shutdown.aborted,
+    );
+    shutdown.removeEventListener('abort', onShutdown);
+
+    const fatal = results.find((r): r is Extract<ItemResult, { kind: 'fatal' }> => r?.kind === 'fatal');
+    if (fatal) {
+      logger.error({ migration: m.id, code: fatal.error.code, reason: fatal.error.message }, 'migration-fatal error: pausing');
+      await store.transition(m.id, 'paused', {
+        actor: deps.actor,
+        reason: `${fatal.error.code}: ${oneLine(fatal.error.message)}`,
+        from: ['enumerating', 'running', 'verifying'],
+      });
+      await job.moveToDelayed(Date.now() + (deps.pausedRecheckMs ?? 5000), token);
+      throw new DelayedError();
+    }
+    const retry = results.find((r): r is Extract<ItemResult, { kind: 'retry' }> => r?.kind === 'retry');
+    if (retry) {
+      // The whole batch runs again later with BullMQ's backoff; finished items will be already-current.
+      throw retry.error;
+    }
+    if (results.some((r) => r === undefined)) {
+      // Shutting down: items not started go back to the queue with the batch; nothing is counted now.
+      await job.moveToDelayed(Date.now(), token);
+      throw new DelayedError();
+    }
+
+    const done = results as ItemResult[];
+    const outcomes = done.map((r) => (r.kind === 'outcome' ? r.outcome : 'failed'));
+    let increments: Partial<Record<CounterField, number>>;
+    const failures: { item: string; code: string; reason: string }[] = [];
+    if (data.mode === 'verify') {
+      increments = { verifyBatchesDone: 1, verifyChecked: done.length };
+      done.forEach((r, i) => {
+        if (r.kind !== 'outcome' || !r.verify) return;
+        const f = VERIFY_FIELD[r.verify];
+        increments[f] = (increments[f] ?? 0) + 1;
+        if (r.verify === 'old-key') {
+          failures.push({ item: itemLabel(data.items[i]!), code: 'verify:old-key', reason: r.reason ?? 'still under an old key after the migration' });
+        }
+      });
+    } else {
+      increments = { ...outcomeIncrements(outcomes), batchesDone: 1 };
+      done.forEach((r, i) => {
+        if (r.kind === 'outcome' && r.outcome === 'failed') {
+          failures.push({ item: itemLabel(data.items[i]!), code: r.code ?? 'failed', reason: r.reason ?? '' });
+        }
+      });
+    }
+    const recorded = await store.recordBatch({
+      migrationId: m.id,
+      source: data.source,
+      jobId: String(job.id),
+      mode: data.mode,
+      increments,
+      failures,
+      processed: done.length,
+    });
+    metrics?.batchDone((performance.now() - started) / 1000, data.mode === 'reencrypt' && recorded ? outcomes : [], m.id, data.source);
+
+    if (data.mode === 'reencrypt' && recorded) {
+      const totals = await store.counters(m.id, m.spec.sources.map((s) => s.name));
+      const rate = failureRate(Object.values(totals));
+      const processed = Object.values(totals).reduce((n, c) => n + c.reencrypted + c['already-current'] + c['not-in-scope'] + c.gone + c.conflict + c.failed, 0);
+      if (processed >= options.failureRateMinItems && rate > options.failureRateThreshold) {
+        await store.transition(m.id, 'paused', {
+          actor: deps.actor,
+          reason: `failure rate ${(rate * 100).toFixed(1)}% is over the threshold of ${(options.failureRateThreshold * 100).toFixed(1)}%`,
+          from: ['enumerating', 'running'],
+        });
+      }
+    }
+  };
+}
