@@ -17,3 +17,5 @@ export { failuresCsv } from './report.js';
 export { FleetError, FLEET_ERROR_CODES } from './errors.js';
 export type { FleetErrorCode } from './errors.js';
 export { loadScripts } from './scripts.js';
+export { registerStatusPage, TOKEN_COOKIE } from './page/status-page.js';
+export type { StatusPageOptions, StatusPageEngine } from './page/status-page.js';

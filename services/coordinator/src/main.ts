@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import pino from 'pino';
 import { loadConfig, ValidationError } from '@rekey/core';
-import { buildApi, createEngine } from '@rekey/fleet';
+import { buildApi, createEngine, registerStatusPage } from '@rekey/fleet';
 
 /**
  * The coordinator process: reads config (env + optional YAML from REKEY_CONFIG or --config),
@@ -39,7 +39,8 @@ async function main(): Promise<void> {
     actor: `coordinator:${process.pid}`,
   });
   const coordinator = engine.startCoordinator();
-  const app = await buildApi(engine, { token: config.api.token });
+  const token = config.api.token;
+  const app = await buildApi(engine, { token, extend: (a) => registerStatusPage(a, { token, engine }) });
   await app.listen({ host: config.api.host, port: config.api.port });
   logger.info({ host: config.api.host, port: config.api.port }, 'coordinator listening');
 

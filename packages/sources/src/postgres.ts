@@ -1,0 +1,252 @@
+/**
+ * The `postgres` source: one column of a table holding a raw KMS ciphertext blob (`kms-blob`) or
+ * a Rekey binary envelope (`rekey-envelope`). Enumeration is keyset pagination on the primary key;
+ * the write is a compare-and-swap `UPDATE … WHERE pk = $pk AND col = $old`.
+ *
+ * @example
+ * const source = createPostgresSource(
+ *   { name: 'users', kind: 'postgres', table: 'users', primaryKey: ['id'], column: 'secret', format: 'kms-blob' },
+ *   { pool, kms: gateway },
+ * );
+ */
+import pg from 'pg';
+import { EnvelopeFormatError, ItemError, decodeEnvelope, encodeEnvelope } from '@rekey/core';
+import type { Cursor, Inspection, ItemContext, ItemOutcome, ItemRef, KeyPlan, Page, PostgresSourceSpec, Source } from '@rekey/core';
+import { ConflictError, SourceError, classifyPgError } from './errors.js';
+import { probeBlobKey, rewrapBlob, type RewrapResult } from './rewrap.js';
+import { withConflictRetries } from './outcomes.js';
+import type { PgQueryable, SourceKms, SourceOptions } from './types.js';
+
+/** What the `postgres` source needs injected: a pool (or a connection string) and the KMS gateway. */
+export type PostgresDeps =
+  | { readonly pool: PgQueryable; readonly kms: SourceKms }
+  | { readonly connectionString: string; readonly kms: SourceKms };
+
+type RowRef = Extract<ItemRef, { kind: 'row' }>;
+
+/** Quotes an SQL identifier (the spec already restricts it to `[A-Za-z_][A-Za-z0-9_]*`). */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** A stored value: bytea arrives as a Buffer; a text column is taken to hold base64. */
+interface StoredValue {
+  readonly bytes: Buffer;
+  /** The value as stored, for the compare-and-swap. */
+  readonly raw: Buffer | string;
+  readonly encode: (bytes: Uint8Array) => Buffer | string;
+}
+
+function storedValue(raw: unknown): StoredValue | undefined {
+  if (Buffer.isBuffer(raw)) return { bytes: raw, raw, encode: (b) => Buffer.from(b) };
+  if (typeof raw === 'string' && /^[A-Za-z0-9+/]*={0,2}$/.test(raw) && raw.length % 4 === 0) {
+    return { bytes: Buffer.from(raw, 'base64'), raw, encode: (b) => Buffer.from(b).toString('base64') };
+  }
+  return undefined;
+}
+
+function parseContext(raw: unknown, column: string): Record<string, string> {
+  let value = raw;
+  if (typeof raw === 'string') {
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      throw new ItemError('InvalidContext', `context column ${column} is not JSON`, { outcome: 'failed' });
+    }
+  }
+  if (value === null || value === undefined) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new ItemError('InvalidContext', `context column ${column} is not a JSON object`, { outcome: 'failed' });
+  }
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(value)) {
+    if (typeof v !== 'string') throw new ItemError('InvalidContext', `context column ${column} entry ${JSON.stringify(k)} is not a string`, { outcome: 'failed' });
+    out[k] = v;
+  }
+  return out;
+}
+
+function parseCursor(cursor: Cursor, width: number): (string | number)[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(cursor);
+  } catch {
+    throw new SourceError('invalid-cursor', 'postgres cursor is not JSON');
+  }
+  if (!Array.isArray(parsed) || parsed.length !== width || !parsed.every((v) => typeof v === 'string' || typeof v === 'number')) {
+    throw new SourceError('invalid-cursor', `postgres cursor must be a JSON array of ${width} primary key values`);
+  }
+  return parsed as (string | number)[];
+}
+
+/**
+ * Creates the `postgres` source. With a connection string it owns its pool and `close()` ends it.
+ * @throws SourceError `wrong-client` when `deps.pool` has no `query` or `deps.kms` is not a gateway.
+ */
+export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDeps, options: SourceOptions = {}): Source {
+  const kms = deps.kms as Partial<SourceKms> | undefined;
+  if (typeof kms?.reEncrypt !== 'function') throw new SourceError('wrong-client', 'postgres: deps.kms must be a KmsGateway from @rekey/kms');
+  let pool: PgQueryable;
+  let owned: pg.Pool | undefined;
+  if ('pool' in deps) {
+    if (typeof (deps.pool as Partial<PgQueryable> | undefined)?.query !== 'function') {
+      throw new SourceError('wrong-client', 'postgres: deps.pool must be a pg.Pool (or have a query method)');
+    }
+    pool = deps.pool;
+  } else {
+    owned = new pg.Pool({ connectionString: deps.connectionString, max: 8 });
+    pool = owned as unknown as PgQueryable;
+  }
+  const gateway = deps.kms;
+  const pageSize = options.pageSize ?? 1000;
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 100_000) throw new SourceError('invalid-item', `pageSize must be an integer in 1..100000, got ${String(pageSize)}`);
+  const maxRetries = options.maxConflictRetries ?? 3;
+
+  const table = spec.schema !== undefined ? `${quoteIdent(spec.schema)}.${quoteIdent(spec.table)}` : quoteIdent(spec.table);
+  const tableName = spec.schema !== undefined ? `${spec.schema}.${spec.table}` : spec.table;
+  const pk = spec.primaryKey;
+  const pkList = pk.map(quoteIdent).join(', ');
+  const pkTuple = (offset: number) => `(${pkList}) = (${pk.map((_, i) => `$${i + 1 + offset}`).join(', ')})`;
+  const col = quoteIdent(spec.column);
+  const selectCols = [
+    `${col} AS v`,
+    ...(spec.contextColumn !== undefined ? [`${quoteIdent(spec.contextColumn)} AS ctx`] : []),
+    ...(spec.keyIdColumn !== undefined ? [`${quoteIdent(spec.keyIdColumn)} AS kid`] : []),
+  ].join(', ');
+  const listSql = (after: boolean) =>
+    `SELECT ${pk.map((c, i) => `${quoteIdent(c)}::text AS k${i}`).join(', ')} FROM ${table}` +
+    (after ? ` WHERE (${pkList}) > (${pk.map((_, i) => `$${i + 1}`).join(', ')})` : '') +
+    ` ORDER BY ${pkList} LIMIT ${pageSize}`;
+
+  async function query(op: string, text: string, values: unknown[], signal: AbortSignal) {
+    signal.throwIfAborted();
+    try {
+      return await pool.query(text, values);
+    } catch (err) {
+      throw classifyPgError(err, { op, table: tableName });
+    }
+  }
+
+  function asRow(item: ItemRef): RowRef {
+    if (item.kind !== 'row' || !Array.isArray(item.pk) || item.pk.length !== pk.length) {
+      throw new SourceError('invalid-item', `postgres ${spec.name}: expected a row reference with ${pk.length} primary key value(s)`);
+    }
+    return item;
+  }
+
+  const where = (ref: RowRef) => pk.map((c, i) => `${c}=${String(ref.pk[i])}`).join(',');
+
+  interface ReadRow {
+    readonly value: StoredValue;
+    readonly context: Record<string, string> | undefined;
+    readonly keyId: string | undefined;
+  }
+
+  /** Reads the row; `gone`/`not-in-scope`/`failed` come back as an outcome. */
+  async function read(ref: RowRef, signal: AbortSignal): Promise<ReadRow | ItemOutcome> {
+    const res = await query('SELECT', `SELECT ${selectCols} FROM ${table} WHERE ${pkTuple(0)}`, [...ref.pk], signal);
+    const row = res.rows[0];
+    if (row === undefined) return { outcome: 'gone', reason: `row ${where(ref)} no longer exists` };
+    if (row['v'] === null || row['v'] === undefined) return { outcome: 'not-in-scope', reason: `column ${spec.column} is NULL` };
+    const value = storedValue(row['v']);
+    if (value === undefined) return { outcome: 'failed', code: 'UnsupportedColumnValue', reason: `column ${spec.column} is neither bytea nor base64 text` };
+    const context = spec.contextColumn !== undefined ? parseContext(row['ctx'], spec.contextColumn) : spec.context;
+    const kid = row['kid'];
+    return { value, context, keyId: typeof kid === 'string' && kid !== '' ? kid : undefined };
+  }
+
+  /** The key a row is under when it can be told without KMS: the envelope header or the key-id column. */
+  function knownKey(r: ReadRow): { keyArn?: string; envelope?: ReturnType<typeof decodeEnvelope> } {
+    if (spec.format === 'rekey-envelope') {
+      try {
+        const envelope = decodeEnvelope(r.value.bytes);
+        return { keyArn: envelope.keyArn, envelope };
+      } catch (err) {
+        if (err instanceof EnvelopeFormatError) {
+          throw new ItemError('InvalidEnvelope', `column ${spec.column} is not a Rekey envelope: ${err.message}`, { outcome: 'failed', cause: err });
+        }
+        throw err;
+      }
+    }
+    return r.keyId !== undefined ? { keyArn: r.keyId } : {};
+  }
+
+  function decideByKey(keyArn: string, plan: KeyPlan): ItemOutcome | undefined {
+    if (plan.from.includes(keyArn)) return undefined;
+    if (keyArn === plan.to) return { outcome: 'already-current', fromKey: keyArn };
+    return { outcome: 'not-in-scope', fromKey: keyArn, reason: `under ${keyArn}, which is not a from key` };
+  }
+
+  async function attempt(ref: RowRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome> {
+    const r = await read(ref, ctx.signal);
+    if ('outcome' in r) return r;
+    const known = knownKey(r);
+    // A refresh must ask KMS about key material, so a known key only short-cuts a normal migration.
+    if (known.keyArn !== undefined && plan.refresh !== true) {
+      const decided = decideByKey(known.keyArn, plan);
+      if (decided !== undefined) return decided;
+    }
+    if (ctx.dryRun) {
+      if (known.keyArn !== undefined) return { outcome: 'reencrypted', fromKey: known.keyArn, reason: `dry run: would move from ${known.keyArn}` };
+      return {
+        outcome: 'reencrypted',
+        reason: 'dry run: the key of a KMS blob is not known without a KMS call (no key id column); it would be re-encrypted if it is under a from key',
+      };
+    }
+    const blob = known.envelope !== undefined ? known.envelope.wrappedKey : r.value.bytes;
+    const result: RewrapResult = await rewrapBlob(gateway, blob, plan, {
+      ...(r.context !== undefined && { encryptionContext: r.context }),
+      ...(known.keyArn !== undefined && { hint: known.keyArn }),
+      signal: ctx.signal,
+    });
+    if (result.kind === 'already-current') return { outcome: 'already-current', fromKey: result.keyArn };
+    if (result.kind === 'not-in-scope') return { outcome: 'not-in-scope', reason: result.reason };
+    const next =
+      known.envelope !== undefined
+        ? encodeEnvelope({ ...known.envelope, keyArn: result.toKey, wrappedKey: result.ciphertextBlob })
+        : Buffer.from(result.ciphertextBlob);
+    const sets = [`${col} = $${pk.length + 2}`, ...(spec.keyIdColumn !== undefined ? [`${quoteIdent(spec.keyIdColumn)} = $${pk.length + 3}`] : [])];
+    const values = [...ref.pk, r.value.raw, r.value.encode(next), ...(spec.keyIdColumn !== undefined ? [result.toKey] : [])];
+    const upd = await query('UPDATE', `UPDATE ${table} SET ${sets.join(', ')} WHERE ${pkTuple(0)} AND ${col} = $${pk.length + 1}`, values, ctx.signal);
+    if (upd.rowCount === 0) throw new ConflictError(`row ${where(ref)} changed since it was read`);
+    return { outcome: 'reencrypted', fromKey: result.fromKey };
+  }
+
+  return {
+    kind: 'postgres',
+    name: spec.name,
+    async list(cursor: Cursor | null, signal: AbortSignal): Promise<Page> {
+      const after = cursor === null ? undefined : parseCursor(cursor, pk.length);
+      const res = await query('SELECT', listSql(after !== undefined), after ?? [], signal);
+      const items: RowRef[] = res.rows.map((row) => ({ kind: 'row', pk: pk.map((_, i) => String(row[`k${i}`])) }));
+      const last = items[items.length - 1];
+      return { items, next: items.length === pageSize && last !== undefined ? JSON.stringify(last.pk) : null };
+    },
+    async reencrypt(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome> {
+      const ref = asRow(item);
+      return withConflictRetries(() => attempt(ref, plan, ctx), maxRetries, `row ${where(ref)}`);
+    },
+    async inspect(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<Inspection> {
+      const ref = asRow(item);
+      try {
+        const r = await read(ref, ctx.signal);
+        if ('outcome' in r) return { state: r.outcome === 'gone' ? 'gone' : 'other', ...(r.reason !== undefined && { reason: r.reason }) };
+        const known = knownKey(r);
+        if (known.keyArn !== undefined && plan.refresh !== true) {
+          if (plan.from.includes(known.keyArn)) return { state: 'old-key', keyArn: known.keyArn };
+          if (known.keyArn === plan.to) return { state: 'current', keyArn: known.keyArn };
+          return { state: 'other', keyArn: known.keyArn };
+        }
+        const blob = known.envelope !== undefined ? known.envelope.wrappedKey : r.value.bytes;
+        const k = await probeBlobKey(gateway, blob, plan, { ...(r.context !== undefined && { encryptionContext: r.context }), signal: ctx.signal });
+        return k.state === 'other' ? { state: 'other', reason: k.reason } : { state: k.state, keyArn: k.keyArn };
+      } catch (err) {
+        if (err instanceof ItemError) return { state: err.outcome === 'gone' ? 'gone' : 'other', reason: err.message };
+        throw err;
+      }
+    },
+    async close() {
+      await owned?.end();
+    },
+  };
+}

@@ -1,0 +1,176 @@
+/**
+ * Pieces both S3 sources share: client checks, listing, HeadObject, the conflict loop.
+ */
+import {
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListObjectVersionsCommand,
+  S3Client,
+  type HeadObjectCommandOutput,
+} from '@aws-sdk/client-s3';
+import type { Cursor, ItemRef, Page } from '@rekey/core';
+import { SourceError, classifyS3Error, type S3ErrorContext } from './errors.js';
+import type { SourceKms, SourceOptions } from './types.js';
+
+/** A reference to one S3 object (or one version of it). */
+export type S3ItemRef = Extract<ItemRef, { kind: 's3' }>;
+
+/** S3 caps a listing page at 1000 keys. */
+const MAX_PAGE = 1000;
+
+/** Throws when an injected S3 client or KMS gateway is of the wrong kind. */
+export function checkS3Deps(deps: { s3: unknown; kms: unknown }, kind: string): void {
+  if (!(deps.s3 instanceof S3Client)) throw new SourceError('wrong-client', `${kind}: deps.s3 must be an S3Client from @aws-sdk/client-s3`);
+  const kms = deps.kms as Partial<SourceKms> | null | undefined;
+  if (typeof kms?.reEncrypt !== 'function' || typeof kms.acquire !== 'function') {
+    throw new SourceError('wrong-client', `${kind}: deps.kms must be a KmsGateway from @rekey/kms (reEncrypt and acquire)`);
+  }
+}
+
+/** The page size from options, checked. */
+export function pageSizeOf(options: SourceOptions | undefined, max = MAX_PAGE): number {
+  const n = options?.pageSize ?? max;
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new SourceError('invalid-item', `pageSize must be an integer in 1..${max}, got ${String(n)}`);
+  return n;
+}
+
+/** Sends an S3 command and turns any failure into the classified error. */
+export async function sendS3<T>(fn: () => Promise<T>, ctx: S3ErrorContext, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted();
+  try {
+    return await fn();
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    throw classifyS3Error(err, ctx);
+  }
+}
+
+/** Checks that an item reference is an S3 one. */
+export function asS3Item(item: ItemRef, kind: string): S3ItemRef {
+  if (item.kind !== 's3' || typeof item.key !== 'string' || item.key === '') {
+    throw new SourceError('invalid-item', `${kind}: expected an S3 item reference with a key, got kind ${String(item.kind)}`);
+  }
+  return item;
+}
+
+interface VersionCursor {
+  keyMarker: string;
+  versionIdMarker: string;
+}
+
+function parseVersionCursor(cursor: Cursor): VersionCursor {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(cursor);
+  } catch {
+    throw new SourceError('invalid-cursor', 'version listing cursor is not JSON');
+  }
+  const c = parsed as Partial<VersionCursor> | null;
+  if (typeof c?.keyMarker !== 'string' || typeof c.versionIdMarker !== 'string') {
+    throw new SourceError('invalid-cursor', 'version listing cursor needs keyMarker and versionIdMarker strings');
+  }
+  return { keyMarker: c.keyMarker, versionIdMarker: c.versionIdMarker };
+}
+
+/** One page of current objects (ListObjectsV2); the cursor is S3's continuation token. */
+export async function listCurrent(
+  s3: S3Client,
+  bucket: string,
+  prefix: string | undefined,
+  pageSize: number,
+  cursor: Cursor | null,
+  signal: AbortSignal,
+): Promise<Page> {
+  const out = await sendS3(
+    () =>
+      s3.send(
+        new ListObjectsV2Command({
+          Bucket: bucket,
+          ...(prefix !== undefined && { Prefix: prefix }),
+          MaxKeys: pageSize,
+          ...(cursor !== null && { ContinuationToken: cursor }),
+        }),
+        { abortSignal: signal },
+      ),
+    { op: 'ListObjectsV2', bucket },
+    signal,
+  );
+  const items: S3ItemRef[] = [];
+  for (const o of out.Contents ?? []) {
+    if (o.Key === undefined) continue;
+    items.push({ kind: 's3', key: o.Key, ...(o.ETag !== undefined && { etag: o.ETag }), ...(o.Size !== undefined && { size: o.Size }) });
+  }
+  const next = out.IsTruncated === true && out.NextContinuationToken ? out.NextContinuationToken : null;
+  return { items, next };
+}
+
+/** One page of every version (ListObjectVersions), delete markers skipped; the cursor holds both markers. */
+export async function listVersions(
+  s3: S3Client,
+  bucket: string,
+  prefix: string | undefined,
+  pageSize: number,
+  cursor: Cursor | null,
+  signal: AbortSignal,
+): Promise<Page> {
+  const markers = cursor === null ? undefined : parseVersionCursor(cursor);
+  const out = await sendS3(
+    () =>
+      s3.send(
+        new ListObjectVersionsCommand({
+          Bucket: bucket,
+          ...(prefix !== undefined && { Prefix: prefix }),
+          MaxKeys: pageSize,
+          ...(markers !== undefined && { KeyMarker: markers.keyMarker, VersionIdMarker: markers.versionIdMarker }),
+        }),
+        { abortSignal: signal },
+      ),
+    { op: 'ListObjectVersions', bucket },
+    signal,
+  );
+  const items: S3ItemRef[] = [];
+  for (const v of out.Versions ?? []) {
+    if (v.Key === undefined) continue;
+    items.push({
+      kind: 's3',
+      key: v.Key,
+      ...(v.VersionId !== undefined && { versionId: v.VersionId }),
+      ...(v.ETag !== undefined && { etag: v.ETag }),
+      ...(v.Size !== undefined && { size: v.Size }),
+    });
+  }
+  const next =
+    out.IsTruncated === true && out.NextKeyMarker !== undefined
+      ? JSON.stringify({ keyMarker: out.NextKeyMarker, versionIdMarker: out.NextVersionIdMarker ?? '' } satisfies VersionCursor)
+      : null;
+  return { items, next };
+}
+
+/** HeadObject of the item (its version when the reference has one); never calls KMS. */
+export function headObject(s3: S3Client, bucket: string, item: S3ItemRef, signal: AbortSignal): Promise<HeadObjectCommandOutput> {
+  return sendS3(
+    () =>
+      s3.send(new HeadObjectCommand({ Bucket: bucket, Key: item.key, ...(item.versionId !== undefined && { VersionId: item.versionId }) }), {
+        abortSignal: signal,
+      }),
+    { op: 'HeadObject', bucket, key: item.key },
+    signal,
+  );
+}
+
+/** `bucket/key[?versionId=…]`, percent-encoded the way `x-amz-copy-source` wants it. */
+export function copySourceOf(bucket: string, key: string, versionId: string | undefined): string {
+  const path = `${bucket}/${key.split('/').map(encodeURIComponent).join('/')}`;
+  return versionId === undefined ? path : `${path}?versionId=${encodeURIComponent(versionId)}`;
+}
+
+/** Facts about an object for `rekey plan` and verify reports. */
+export function factsOf(head: HeadObjectCommandOutput): Record<string, string | number | boolean> {
+  return {
+    ...(head.ContentLength !== undefined && { size: head.ContentLength }),
+    storageClass: head.StorageClass ?? 'STANDARD',
+    bucketKey: head.BucketKeyEnabled === true,
+    objectLock: head.ObjectLockMode !== undefined || head.ObjectLockLegalHoldStatus === 'ON',
+    ...(head.VersionId !== undefined && { versionId: head.VersionId }),
+  };
+}

@@ -1,0 +1,187 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { MigrationFatalError } from '@rekey/core';
+import { createS3EnvelopeSource, parseS3EnvelopeMetadata } from '../src/s3-envelope.js';
+import { itemCtx, randomContent, startAwsWorld, type AwsWorld } from './helpers/aws.js';
+import { putS3ecObject, readS3ecObject, tempBucket } from './helpers/s3-harness.js';
+
+let world: AwsWorld;
+const drops: (() => Promise<void>)[] = [];
+const clients: S3Client[] = [];
+
+beforeAll(async () => {
+  world = await startAwsWorld();
+});
+
+afterEach(async () => {
+  world.ep.local?.controls.clearDenyRules();
+  for (const c of clients.splice(0)) c.destroy();
+  for (const d of drops.splice(0)) await d();
+});
+
+afterAll(async () => {
+  await world.close();
+});
+
+async function setup() {
+  const b = await tempBucket(world, 'envf');
+  drops.push(b.drop);
+  const fleet = world.fleetS3();
+  clients.push(fleet);
+  const source = createS3EnvelopeSource({ name: 'e', kind: 's3-envelope', bucket: b.bucket }, { s3: fleet, kms: world.gateway });
+  return { bucket: b.bucket, source, plan: { from: [world.keys.old], to: world.keys.target } };
+}
+
+describe('s3-envelope', () => {
+  it('makes only ReEncrypt calls, and the new metadata still decrypts with a hand-written S3EC v2 reader', async () => {
+    if (world.ep.local === undefined) return;
+    const { bucket, source, plan } = await setup();
+    const plaintexts = [randomContent(), randomContent(), randomContent()];
+    for (const [i, p] of plaintexts.entries()) await putS3ecObject(world, bucket, `o${i}`, world.keys.old, p, { appContext: { tenant: 't1' } });
+    const callsBefore = world.fleetKmsCalls().length;
+
+    const outcomes = await Promise.all(plaintexts.map((_, i) => source.reencrypt({ kind: 's3', key: `o${i}` }, plan, itemCtx())));
+    await source.reencrypt({ kind: 's3', key: 'o0' }, plan, itemCtx());
+    await source.inspect({ kind: 's3', key: 'o1' }, plan, itemCtx());
+
+    expect(outcomes.map((o) => o.outcome)).toEqual(['reencrypted', 'reencrypted', 'reencrypted']);
+    const calls = world.fleetKmsCalls().slice(callsBefore);
+    expect(calls.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(calls)).toEqual(new Set(['ReEncrypt']));
+    for (const [i, p] of plaintexts.entries()) {
+      const back = await readS3ecObject(world, bucket, `o${i}`);
+      expect(back.keyId).toBe(world.keys.target);
+      expect(back.plaintext.equals(p)).toBe(true);
+    }
+  });
+
+  it('keeps every user metadata entry, the system headers and the tags', async () => {
+    const { bucket, source, plan } = await setup();
+    const plaintext = randomContent();
+    await putS3ecObject(world, bucket, 'rich', world.keys.old, plaintext, {
+      metadata: { owner: 'team-a', 'case-id': '77' },
+      headers: {
+        ContentType: 'application/pdf',
+        ContentDisposition: 'inline',
+        ContentLanguage: 'fr',
+        CacheControl: 'no-store',
+        StorageClass: 'STANDARD_IA',
+        Tagging: 'k=v',
+        ServerSideEncryption: 'aws:kms',
+        SSEKMSKeyId: world.keys.other,
+      },
+    });
+    const before = await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'rich' }));
+
+    const out = await source.reencrypt({ kind: 's3', key: 'rich' }, plan, itemCtx());
+    const after = await world.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'rich' }));
+    const tags = await world.s3.send(new GetObjectTaggingCommand({ Bucket: bucket, Key: 'rich' }));
+
+    expect(out.outcome).toBe('reencrypted');
+    const { ['x-amz-key-v2']: oldKey, ...restBefore } = before.Metadata ?? {};
+    const { ['x-amz-key-v2']: newKey, ...restAfter } = after.Metadata ?? {};
+    expect(newKey).not.toBe(oldKey);
+    expect(restAfter).toEqual(restBefore);
+    expect(after.ContentType).toBe('application/pdf');
+    expect(after.ContentDisposition).toBe('inline');
+    expect(after.ContentLanguage).toBe('fr');
+    expect(after.CacheControl).toBe('no-store');
+    expect(after.StorageClass).toBe('STANDARD_IA');
+    // The at-rest SSE-KMS layer is the bucket owner's and stays on its own key.
+    expect(after.SSEKMSKeyId).toBe(world.keys.other);
+    expect(tags.TagSet).toEqual([{ Key: 'k', Value: 'v' }]);
+    expect((await readS3ecObject(world, bucket, 'rich')).plaintext.equals(plaintext)).toBe(true);
+  });
+
+  it('a wrapped key that is not a KMS ciphertext fails the item with the reason', async () => {
+    const { bucket, source, plan } = await setup();
+    await world.s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: 'bad',
+        Body: randomContent(),
+        Metadata: {
+          'x-amz-key-v2': Buffer.from('this is not a KMS ciphertext blob').toString('base64'),
+          'x-amz-wrap-alg': 'kms+context',
+          'x-amz-matdesc': JSON.stringify({ 'aws:x-amz-cek-alg': 'AES/GCM/NoPadding' }),
+          'x-amz-cek-alg': 'AES/GCM/NoPadding',
+          'x-amz-iv': Buffer.alloc(12).toString('base64'),
+          'x-amz-tag-len': '128',
+        },
+      }),
+    );
+
+    const out = await source.reencrypt({ kind: 's3', key: 'bad' }, plan, itemCtx());
+
+    expect(out.outcome).toBe('failed');
+    expect(out.code).toBe('InvalidCiphertextException');
+    expect(out.reason).toMatch(/ciphertext/i);
+  });
+
+  it('legacy kms-wrapped and plain objects are not-in-scope with the reason', async () => {
+    const { bucket, source, plan } = await setup();
+    await world.s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: 'v1',
+        Body: randomContent(),
+        Metadata: { 'x-amz-key-v2': 'AAAA', 'x-amz-wrap-alg': 'kms', 'x-amz-matdesc': '{"kms_cmk_id":"alias/x"}', 'x-amz-cek-alg': 'AES/CBC/PKCS5Padding' },
+      }),
+    );
+    await world.s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'plain', Body: randomContent() }));
+
+    const legacy = await source.reencrypt({ kind: 's3', key: 'v1' }, plan, itemCtx());
+    const plain = await source.reencrypt({ kind: 's3', key: 'plain' }, plan, itemCtx());
+
+    expect(legacy.outcome).toBe('not-in-scope');
+    expect(legacy.reason).toMatch(/legacy .*x-amz-wrap-alg: kms/);
+    expect(plain).toEqual({ outcome: 'not-in-scope', reason: 'not client-side encrypted (no x-amz-key-v2 metadata)' });
+  });
+
+  it('AccessDenied on the target key throws MigrationFatalError', async () => {
+    if (world.ep.local === undefined) return;
+    const { bucket, source, plan } = await setup();
+    await putS3ecObject(world, bucket, 'd', world.keys.old, randomContent());
+    world.ep.local.controls.addDenyRule({ service: 'kms', resource: world.keys.target });
+
+    await expect(source.reencrypt({ kind: 's3', key: 'd' }, plan, itemCtx())).rejects.toThrow(MigrationFatalError);
+  });
+});
+
+describe('parseS3EnvelopeMetadata', () => {
+  const v2 = {
+    'x-amz-key-v2': 'AQID',
+    'x-amz-wrap-alg': 'kms+context',
+    'x-amz-matdesc': '{"aws:x-amz-cek-alg":"AES/GCM/NoPadding","tenant":"t"}',
+    'x-amz-cek-alg': 'AES/GCM/NoPadding',
+  };
+
+  it('reads the wrapped key and the matdesc as the KMS context', () => {
+    expect(parseS3EnvelopeMetadata(v2)).toEqual({
+      kind: 'v2',
+      wrappedKey: Buffer.from([1, 2, 3]),
+      context: { 'aws:x-amz-cek-alg': 'AES/GCM/NoPadding', tenant: 't' },
+    });
+  });
+
+  it.each([
+    [{ ...v2, 'x-amz-matdesc': 'nope' }, 'x-amz-matdesc is not JSON'],
+    [{ ...v2, 'x-amz-matdesc': '[1]' }, 'x-amz-matdesc is not a JSON object'],
+    [{ ...v2, 'x-amz-matdesc': '{"a":1}' }, 'x-amz-matdesc entry "a" is not a string'],
+    [{ ...v2, 'x-amz-matdesc': '{}' }, 'x-amz-matdesc aws:x-amz-cek-alg does not match x-amz-cek-alg'],
+    [{ ...v2, 'x-amz-key-v2': '***' }, 'x-amz-key-v2 is not base64'],
+  ])('flags broken metadata: %j', (meta, reason) => {
+    expect(parseS3EnvelopeMetadata(meta)).toEqual({ kind: 'invalid', reason });
+  });
+
+  it.each([
+    [{ 'x-amz-key': 'x' }, /S3 Encryption Client v1/],
+    [{ ...v2, 'x-amz-wrap-alg': 'AESWrap' }, /wrapped with AESWrap/],
+    [{ ...v2, 'x-amz-cek-alg': 'AES/CBC/PKCS5Padding' }, /AES\/CBC/],
+    [{}, /not client-side encrypted/],
+  ])('puts other objects out of scope: %j', (meta, reason) => {
+    const r = parseS3EnvelopeMetadata(meta);
+    expect(r.kind).toBe('not-in-scope');
+    expect(r.kind === 'not-in-scope' ? r.reason : '').toMatch(reason);
+  });
+});
