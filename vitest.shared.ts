@@ -1,7 +1,7 @@
 import type { ViteUserConfig } from 'vitest/config';
 
 // Sibling workspaces resolve to their TypeScript sources through the `source` export condition.
-const conditions = ['source', 'module', 'node', 'development|production'];
+const conditions = ['source', 'node', 'development|production'];
 
 /** Shared vitest settings for every workspace. */
 export const shared: ViteUserConfig = {
