@@ -74,6 +74,7 @@ export async function handleAdmin(req: AdminRequest, deps: AdminDeps): Promise<R
       const rps = num(b, 'rps');
       const burst = num(b, 'burst');
       const scope = { accountId: str(b, 'accountId'), region: str(b, 'region') };
+      if (rps === undefined && burst !== undefined) bad('burst needs rps (send {"rps": null} to remove the quota)');
       controls.setQuota(rps === undefined ? null : { rps, ...(burst !== undefined && { burst }) }, scope);
       return ok();
     }
@@ -84,6 +85,7 @@ export async function handleAdmin(req: AdminRequest, deps: AdminDeps): Promise<R
       const minMs = num(b, 'minMs');
       const maxMs = num(b, 'maxMs');
       let rule: LatencyRule | null = null;
+      if ((minMs === undefined) !== (maxMs === undefined)) bad('minMs and maxMs go together');
       if (fixedMs !== undefined) rule = { fixedMs };
       else if (minMs !== undefined && maxMs !== undefined) {
         if (maxMs < minMs) bad('maxMs must be >= minMs');
@@ -95,6 +97,7 @@ export async function handleAdmin(req: AdminRequest, deps: AdminDeps): Promise<R
     case 'POST faults': {
       const b = input(req.body);
       const op = str(b, 'op') ?? bad('op is required');
+      if (!('probability' in b)) bad('probability is required (0 removes the fault)');
       const probability = num(b, 'probability');
       const kind = str(b, 'kind') ?? 'error';
       if (kind !== 'error' && kind !== 'reset') bad('kind must be "error" or "reset"');

@@ -130,14 +130,20 @@ export async function startAwsLocal(opts: AwsLocalOptions = {}): Promise<AwsLoca
   }
   // Any request that is not a read may change state; only then is a periodic save needed.
   let dirty = false;
-  const save = async () => {
-    if (!dataDir) return;
+  // Saves never overlap: a save asked for while one runs waits for it, then writes once more.
+  let saving: Promise<void> = Promise.resolve();
+  const writeState = async () => {
     dirty = false;
     const data: Record<string, unknown> = {};
     for (const [name, svc] of Object.entries(persistent)) data[name] = svc.snapshot();
-    const tmp = join(dataDir, `${STATE_FILE}.tmp`);
+    const tmp = join(dataDir!, `${STATE_FILE}.tmp`);
     await writeFile(tmp, serialize(data));
-    await rename(tmp, join(dataDir, STATE_FILE));
+    await rename(tmp, join(dataDir!, STATE_FILE));
+  };
+  const save = (): Promise<void> => {
+    if (!dataDir) return Promise.resolve();
+    saving = saving.catch(() => undefined).then(writeState);
+    return saving;
   };
 
   async function route(req: IncomingMessage, body: Buffer, url: URL): Promise<RawResponse> {
@@ -221,7 +227,14 @@ export async function startAwsLocal(opts: AwsLocalOptions = {}): Promise<AwsLoca
       if (res.destroyed) return;
       const headers = { 'x-amzn-requestid': '', ...response.headers };
       if (!headers['x-amzn-requestid']) delete (headers as Record<string, string>)['x-amzn-requestid'];
-      res.writeHead(response.status, headers);
+      try {
+        res.writeHead(response.status, headers);
+      } catch (err) {
+        // A header value HTTP can't carry (e.g. a response-* override with non-Latin-1 text).
+        res.writeHead(400, { 'content-type': 'application/xml' });
+        res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidArgument</Code><Message>A response header value is not valid in HTTP: ${String((err as Error).message).replace(/[<>&]/g, '')}</Message></Error>`);
+        return;
+      }
       res.end(response.body ?? '');
     })();
   });
