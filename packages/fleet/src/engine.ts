@@ -407,7 +407,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
           case 'item':
             throw new FleetError('not-supported', 'item jobs are handled by the intake processor');
         }
-      }, { concurrency: w.concurrency ?? 2, lockDuration: 60_000 });
+      }, { concurrency: w.concurrency ?? 2, lockDuration: 30_000, stalledInterval: 15_000 });
       worker.on('error', (err) => logger.error({ err: err.message }, 'worker error'));
       return {
         async close() {
