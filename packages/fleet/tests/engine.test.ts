@@ -1,0 +1,161 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CreateAliasCommand, CreateKeyCommand, DisableKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import pino from 'pino';
+import { ValidationError } from '@rekey/core';
+import { awsClientConfig, cleanupRedisPrefix, createTestRedis, createTestSchema, redisUrl, uniqueName, uniquePrefix, useAwsLocal, type AwsTestEndpoint, type TestSchema } from '@rekey/testing';
+import { createEngine, type Engine } from '../src/index.js';
+
+describe('engine: creating migrations, bad input, fatal errors', () => {
+  let ep: AwsTestEndpoint;
+  let engine: Engine;
+  let kms: KMSClient;
+  let s3: S3Client;
+  let db: TestSchema;
+  const prefix = uniquePrefix('engine');
+  let oldKey: string;
+  let newKey: string;
+
+  const key = async (d: string) => (await kms.send(new CreateKeyCommand({ Description: d }))).KeyMetadata!.Arn!;
+  const waitFor = async (id: string, states: string[]) => {
+    for (let i = 0; i < 600; i++) {
+      const m = await engine.get(id);
+      if (states.includes(m.state)) return m;
+      await sleep(100);
+    }
+    throw new Error(`migration ${id} did not reach ${states.join('|')}`);
+  };
+
+  beforeAll(async () => {
+    ep = await useAwsLocal();
+    kms = new KMSClient(awsClientConfig(ep));
+    s3 = new S3Client(awsClientConfig(ep));
+    db = await createTestSchema('engine');
+    engine = await createEngine({ redisUrl: redisUrl(), prefix, aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials }, logger: pino({ level: 'silent' }) });
+    oldKey = await key('old');
+    newKey = await key('new');
+    await kms.send(new CreateAliasCommand({ AliasName: 'alias/engine-new', TargetKeyId: newKey }));
+  });
+
+  afterAll(async () => {
+    await engine?.close();
+    const r = createTestRedis();
+    await cleanupRedisPrefix(r, prefix);
+    await r.quit();
+    await db?.drop();
+    kms?.destroy();
+    s3?.destroy();
+    await ep?.close();
+  });
+
+  async function bucketWith(n: number, keyId: string): Promise<string> {
+    const Bucket = uniqueName('engine');
+    await s3.send(new CreateBucketCommand({ Bucket }));
+    for (let i = 0; i < n; i++) {
+      await s3.send(new PutObjectCommand({ Bucket, Key: `o/${i}`, Body: `body ${i}`, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyId }));
+    }
+    return Bucket;
+  }
+
+  it('pins an alias target as an ARN and records migration.created in the audit log', async () => {
+    const bucket = await bucketWith(1, oldKey);
+    const m = await engine.createMigration({ sources: [{ name: 'a', kind: 's3-sse-kms', bucket }], from: [oldKey], to: 'alias/engine-new' }, 'test');
+    expect(m.keys.to).toBe(newKey);
+    expect(m.keys.aliases).toEqual({ 'alias/engine-new': newKey });
+    const audit = await engine.audit.read(m.id);
+    expect(audit.map((e) => e.type)).toEqual(['migration.created']);
+    await engine.cancel(m.id, 'test');
+  });
+
+  it('refuses an unknown key or alias, naming it', async () => {
+    const bucket = await bucketWith(0, oldKey);
+    const err = await engine.createMigration({ sources: [{ name: 'a', kind: 's3-sse-kms', bucket }], from: ['alias/does-not-exist'], to: newKey }, 'test').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).problems.join('\n')).toMatch(/from key alias\/does-not-exist/);
+  });
+
+  it('refuses a disabled target with the reason', async () => {
+    const bucket = await bucketWith(0, oldKey);
+    const off = await key('off');
+    await kms.send(new DisableKeyCommand({ KeyId: off }));
+    const err = (await engine.createMigration({ sources: [{ name: 'a', kind: 's3-sse-kms', bucket }], from: [oldKey], to: off }, 'test').catch((e: unknown) => e)) as ValidationError;
+    expect(err).toBeInstanceOf(ValidationError);
+    expect(err.problems.join('\n')).toMatch(new RegExp(`to key ${off}.*(Disabled|not Enabled|disabled)`));
+  });
+
+  it('refuses a bucket that does not exist', async () => {
+    const err = (await engine.createMigration({ sources: [{ name: 'a', kind: 's3-sse-kms', bucket: 'no-such-bucket-here' }], from: [oldKey], to: newKey }, 'test').catch((e: unknown) => e)) as ValidationError;
+    expect(err).toBeInstanceOf(ValidationError);
+    expect(err.problems.join('\n')).toMatch(/source a: .*(NoSuchBucket|does not exist)/);
+  });
+
+  it('refuses a malformed spec, listing every problem', async () => {
+    const err = (await engine.createMigration({ sources: [{ name: 'BAD NAME', kind: 's3-sse-kms' }], from: [], to: 7, options: { batchSize: 0 } }, 'test').catch((e: unknown) => e)) as ValidationError;
+    expect(err).toBeInstanceOf(ValidationError);
+    expect(err.problems.length).toBeGreaterThanOrEqual(4);
+  });
+
+  it('a value that is not a ciphertext fails that item with a reason, and the rest migrate', async () => {
+    await db.pool.query('CREATE TABLE blobs (id int PRIMARY KEY, secret bytea NOT NULL)');
+    const { EncryptCommand } = await import('@aws-sdk/client-kms');
+    for (let id = 1; id <= 5; id++) {
+      const ct = (await kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from(`s${id}`) }))).CiphertextBlob!;
+      await db.pool.query('INSERT INTO blobs VALUES ($1, $2)', [id, Buffer.from(ct)]);
+    }
+    await db.pool.query('INSERT INTO blobs VALUES (6, $1)', [Buffer.from('this is not a KMS ciphertext')]);
+    const coordinator = engine.startCoordinator({ tickMs: 100 });
+    const worker = engine.startWorker({ concurrency: 2 });
+    try {
+      const m = await engine.createMigration(
+        { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'blobs', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { failureRateMinItems: 1000 } },
+        'test',
+      );
+      await waitFor(m.id, ['ready', 'blocked']);
+      const st = await engine.status(m.id);
+      expect(st.totals.outcomes).toMatchObject({ reencrypted: 5, failed: 1 });
+      const failures = await engine.failures(m.id);
+      expect(failures).toHaveLength(1);
+      expect(failures[0]).toMatchObject({ source: 'rows', item: expect.stringContaining('6') });
+      expect(failures[0]!.reason.length).toBeGreaterThan(0);
+      expect(st.gate.conditions.find((c) => c.name === 'no-unacknowledged-failures')?.ok).toBe(false);
+      await expect(engine.finalize(m.id, { actor: 'test' })).rejects.toThrow(/gate/);
+      await engine.ack(m.id, { all: true }, 'row 6 holds test garbage', 'test');
+      const g = await engine.gate(m.id);
+      expect(g.conditions.find((c) => c.name === 'no-unacknowledged-failures')?.ok).toBe(true);
+    } finally {
+      await worker.close();
+      await coordinator.close();
+    }
+  });
+
+  it('AccessDenied on the target pauses the migration with that reason, and resume finishes it', async () => {
+    const bucket = await bucketWith(20, oldKey);
+    const target = await key('denied-target');
+    const remove = ep.local!.controls.addDenyRule({ service: 'kms', resource: target, operation: 'ReEncrypt' });
+    const remove2 = ep.local!.controls.addDenyRule({ service: 'kms', resource: target, operation: 'GenerateDataKey' });
+    const coordinator = engine.startCoordinator({ tickMs: 100 });
+    const worker = engine.startWorker({ concurrency: 2 });
+    try {
+      const m = await engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket }], from: [oldKey], to: target, options: { batchSize: 5 } }, 'test');
+      const paused = await waitFor(m.id, ['paused', 'ready', 'blocked']);
+      expect(paused.state).toBe('paused');
+      expect(paused.reason).toMatch(/AccessDenied/);
+      const st = await engine.status(m.id);
+      expect(st.totals.outcomes['failed']).toBe(0);
+      remove();
+      remove2();
+      await engine.resume(m.id, 'test');
+      const done = await waitFor(m.id, ['ready', 'blocked', 'paused']);
+      expect(done.state).toBe('ready');
+      expect((await engine.status(m.id)).totals.outcomes['reencrypted']).toBe(20);
+      const types = (await engine.audit.read(m.id)).map((e) => `${e.type}:${String(e.data['to'] ?? '')}`);
+      expect(types).toContain('state.changed:paused');
+    } finally {
+      remove();
+      remove2();
+      await worker.close();
+      await coordinator.close();
+    }
+  });
+});
