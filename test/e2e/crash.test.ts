@@ -62,6 +62,31 @@ describe('crashes and concurrent writers', () => {
     }
   });
 
+  it('SIGTERM makes a worker finish its items in flight, return the rest to the queue and exit 0', async () => {
+    stack = await startStack({ workers: 1 });
+    const { oldKey } = await aliasedKey(stack, 'alias/sigterm');
+    await seedSseObjects(stack.s3, 'sigterm', 'alias/sigterm', 300);
+    const newKey = await moveAlias(stack, 'alias/sigterm');
+    stack.aws.controls.setLatency('s3:UpdateObjectEncryption', { fixedMs: 20 });
+    const m = await stack.api.create({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket: 'sigterm' }], from: [oldKey], to: newKey, options: { batchSize: 100, concurrency: 2 } });
+    for (let i = 0; i < 300; i++) {
+      if ((await stack.api.status(m.id)).totals.discovered > 0 && stack.aws.controls.getCounters()['s3:UpdateObjectEncryption']?.calls) break;
+      await sleep(50);
+    }
+    const worker = stack.workers[0]!;
+    const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
+    worker.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    // Nothing was counted for the unfinished batch; a new worker does the rest.
+    stack.aws.controls.setLatency('s3:UpdateObjectEncryption', null);
+    stack.startWorker();
+    await stack.waitForState(m.id, ['ready', 'blocked', 'paused']);
+    const st = await stack.api.status(m.id);
+    expect(st.migration.state).toBe('ready');
+    expect(st.sources[0]!.processed).toBe(300);
+    expect(st.sources[0]!.counters.discovered).toBe(300);
+  });
+
   it('a coordinator killed mid-enumeration resumes from its checkpoint without losing or double-counting a page', async () => {
     stack = await startStack({ workers: 2 });
     const { oldKey } = await aliasedKey(stack, 'alias/crash-coord');
