@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command, CommanderError, Option } from 'commander';
+import { CommanderError, type Command } from 'commander';
 import { InvalidTransitionError, ValidationError } from '@rekey/core';
 import { FleetError } from '@rekey/fleet';
 import { CliError, EXIT } from './errors.js';
@@ -49,4 +49,3 @@ void main(process.argv).then((code) => {
   process.exit(code);
 });
 
-export { Option };
