@@ -96,7 +96,9 @@ describe('fleet-wide budget', () => {
         return original(...args);
       };
     }
-    const l = limiter({ redis, budget: 1000 });
+    // A budget far above what one process can take keeps tokens plentiful, so the count does not
+    // depend on how fast this (shared, noisy) machine runs: every grant is a full batch.
+    const l = limiter({ redis, budget: 20_000 });
     const { counts } = await saturate([l], 1000, 32);
     expect(counts[0]).toBeGreaterThan(200);
     expect(commands).toBeGreaterThan(0);
