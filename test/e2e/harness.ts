@@ -43,6 +43,9 @@ export interface Stack {
 
 function childEnv(s: { aws: AwsLocal; prefix: string; token: string; port: number }): NodeJS.ProcessEnv {
   return {
+    // aws-local delivers CloudTrail events at once: no quiet window, and the usage monitor looks every second (a test's env may override).
+    REKEY_GATE_QUIET_WINDOW_SECONDS: '0',
+    REKEY_GATE_MONITOR_INTERVAL_SECONDS: '1',
     ...process.env,
     REDIS_URL: redisUrl(),
     DATABASE_URL: databaseUrl(),

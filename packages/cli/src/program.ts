@@ -8,6 +8,10 @@ import { statusLines, watchStatus } from './render.js';
 import { failuresCsv } from '@rekey/fleet';
 import { runDemo } from './commands/demo.js';
 import { buildReport, type ReportFormat } from './commands/report.js';
+import { registerBudgetCommand } from './commands/budget.js';
+import { registerRotate } from './commands/rotate.js';
+import { registerKeysAudit } from './commands/keys-audit.js';
+import { registerPlan } from './commands/plan.js';
 
 interface GlobalOpts {
   local?: boolean;
@@ -236,5 +240,9 @@ export function buildProgram(): Command {
       process.exitCode = await runDemo({ items: n, keep: Boolean(o.keep) });
     });
 
+  registerBudgetCommand(program, () => Boolean(g().local));
+  registerRotate(program, () => Boolean(g().local));
+  registerKeysAudit(program);
+  registerPlan(program);
   return program;
 }

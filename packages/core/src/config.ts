@@ -91,6 +91,26 @@ export const ConfigFileSchema = z.strictObject({
       metricsPort: PortSchema.optional().describe('Port of the worker /metrics endpoint (env REKEY_METRICS_PORT).'),
     })
     .prefault({}),
+  gate: z
+    .strictObject({
+      /**
+       * Watch the old keys with KMS GetKeyLastUsage and CloudTrail LookupEvents; when off, the
+       * gate's old-key condition is green with a note. Env: `REKEY_MONITOR_USAGE`. @defaultValue true
+       */
+      monitorUsage: z.boolean().default(true).describe('Watch old-key use with GetKeyLastUsage and CloudTrail for the gate (env REKEY_MONITOR_USAGE).'),
+      /**
+       * Overrides every migration's `options.quietWindowSeconds`: the seconds after verification
+       * started that the old keys must be seen free of encrypt-type use before the gate passes.
+       * Unset, each migration's own option applies. Set 0 only where CloudTrail has no delivery lag
+       * (aws-local). Env: `REKEY_GATE_QUIET_WINDOW_SECONDS`.
+       */
+      quietWindowSeconds: z.int().min(0).max(7 * 86_400).optional()
+        .describe("Overrides every migration's options.quietWindowSeconds (env REKEY_GATE_QUIET_WINDOW_SECONDS); unset, each migration's own option applies."),
+      /** Seconds between two looks of the usage monitor. Env: `REKEY_GATE_MONITOR_INTERVAL_SECONDS`. @defaultValue 60 */
+      monitorIntervalSeconds: z.number().min(0.1).max(3600).default(60)
+        .describe('Seconds between two looks of the old-key usage monitor (env REKEY_GATE_MONITOR_INTERVAL_SECONDS).'),
+    })
+    .prefault({}),
   /** Migrations to start from this file (`rekey migrate -f`). */
   migrations: z.array(MigrationSpecSchema).optional().describe('Migrations to start from this file (rekey migrate -f).'),
   /** Named sources that `bindings` refer to. */
@@ -212,6 +232,14 @@ function mergeEnv(file: Json, env: LoadConfigInput['env'], problems: string[]): 
   set('api', 'token', get('REKEY_API_TOKEN'));
   set('worker', 'concurrency', num('REKEY_WORKER_CONCURRENCY'));
   set('worker', 'metricsPort', num('REKEY_METRICS_PORT'));
+  const monitor = get('REKEY_MONITOR_USAGE');
+  if (monitor !== undefined) {
+    if (/^(true|1|yes|on)$/i.test(monitor)) set('gate', 'monitorUsage', true);
+    else if (/^(false|0|no|off)$/i.test(monitor)) set('gate', 'monitorUsage', false);
+    else problems.push('REKEY_MONITOR_USAGE: must be true or false');
+  }
+  set('gate', 'quietWindowSeconds', num('REKEY_GATE_QUIET_WINDOW_SECONDS'));
+  set('gate', 'monitorIntervalSeconds', num('REKEY_GATE_MONITOR_INTERVAL_SECONDS'));
   return out;
 }
 

@@ -23,7 +23,24 @@ describe('loadConfig', () => {
       kms: { minRps: 1, aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 }, budget: 100, budgetRps: 100 },
       api: { host: '127.0.0.1', port: 8080 },
       worker: { concurrency: 2 },
+      gate: { monitorUsage: true, monitorIntervalSeconds: 60 },
     });
+  });
+
+  it('reads the gate settings from REKEY_MONITOR_USAGE and REKEY_GATE_* variables', () => {
+    const env = { REKEY_MONITOR_USAGE: 'false', REKEY_GATE_QUIET_WINDOW_SECONDS: '0', REKEY_GATE_MONITOR_INTERVAL_SECONDS: '0.5' };
+
+    const config = loadConfig({ yamlText: 'gate: { quietWindowSeconds: 900 }\n', env });
+
+    expect(config.gate).toEqual({ monitorUsage: false, quietWindowSeconds: 0, monitorIntervalSeconds: 0.5 });
+  });
+
+  it('rejects a REKEY_MONITOR_USAGE that is not a boolean and a negative quiet window', () => {
+    const problems = problemsOf({ env: { REKEY_MONITOR_USAGE: 'maybe', REKEY_GATE_QUIET_WINDOW_SECONDS: '-1' } });
+
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toBe('REKEY_MONITOR_USAGE: must be true or false');
+    expect(problems[1]).toMatch(/^gate\.quietWindowSeconds: /);
   });
 
   it('reads rekey.yaml with sources, bindings, migrations and intake', () => {

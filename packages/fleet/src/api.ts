@@ -4,6 +4,7 @@ import { InvalidTransitionError, ValidationError } from '@rekey/core';
 import type { Engine } from './engine.js';
 import { FleetError } from './errors.js';
 import { failuresCsv } from './report.js';
+import { registerBudgetRoutes } from './budget.js';
 
 /** Options of the coordinator's HTTP API. */
 export interface ApiOptions {
@@ -142,11 +143,13 @@ export async function buildApi(engine: Engine, opts: ApiOptions): Promise<Fastif
   }));
   app.get('/migrations/:id/audit', withId(async (req) => {
     const q = req.query as Record<string, string | undefined>;
-    await engine.get(req.params.id);
     const entries = await engine.audit.read(req.params.id);
+    // Rotations, keys-audit and the fleet keep audit logs too; an id with neither a log nor a migration is unknown.
+    if (entries.length === 0) await engine.get(req.params.id);
     return q['verify'] ? { entries, verification: await engine.audit.verify(req.params.id) } : { entries };
   }));
 
+  registerBudgetRoutes(app, engine);
   await opts.extend?.(app);
   return app;
 }

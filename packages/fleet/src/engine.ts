@@ -4,6 +4,8 @@ import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
 import { S3Client } from '@aws-sdk/client-s3';
 import { KMSClient, DisableKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
+import { SQSClient } from '@aws-sdk/client-sqs';
+import { CloudTrailClient } from '@aws-sdk/client-cloudtrail';
 import pg from 'pg';
 import {
   COUNTER_FIELDS,
@@ -16,16 +18,21 @@ import {
   type MigrationSpec,
   type KeyInfo,
   type Source,
+  type SourceSpec,
 } from '@rekey/core';
-import { createKmsGateway, createRedisLimiter, type KmsGateway, type RateLimiter } from '@rekey/kms';
+import { createKmsGateway, type KmsGateway } from '@rekey/kms';
 import { createSource } from '@rekey/sources';
-import { createAuditLog, type AuditLog } from './audit.js';
+import { canonicalJson, createAuditLog, type AuditLog } from './audit.js';
+import { createFleetBudget, type FleetBudget } from './budget.js';
 import { createCoordinator } from './coordinator.js';
 import { createEnumerator } from './enumerator.js';
 import { computeGate, type GateResult, type OldKeyUsage } from './gate.js';
 import { redisKeys, type RedisKeys } from './keys.js';
 import { createFleetMetrics, type FleetMetrics } from './metrics.js';
 import { createBatchProcessor, type SourceRegistry } from './processor.js';
+import { createIntake, type IntakeSettings } from './intake.js';
+import { createUsageMonitor, type UsageMonitor } from './usage-monitor.js';
+import { createItemProcessor } from './item-processor.js';
 import { createFleetQueue, createFleetWorker, type FleetQueue } from './queues.js';
 import { createProgressStore, type ProgressStore, type SourceCounters, type FailureRecord } from './store.js';
 import { buildStatus, type MigrationStatus } from './status.js';
@@ -44,13 +51,27 @@ export interface EngineOptions {
   /** Fleet-wide KMS budget in requests per second; no limiter when unset. */
   readonly kmsBudgetRps?: number;
   readonly kmsMinRps?: number;
+  /** The account's KMS quota in rps, so a budget can be changed to a percentage (`rekey budget 40%`). */
+  readonly kmsQuotaRps?: number;
+  readonly kmsAimd?: { decrease?: number; increaseRps?: number; windowMs?: number };
   readonly logger?: Logger;
   /** Who this process is in audit entries. @defaultValue `<role>:<host>:<pid>` */
   readonly actor?: string;
   /** Whether old-key usage is monitored for the gate (CloudTrail / GetKeyLastUsage). @defaultValue true */
   readonly monitorUsage?: boolean;
+  /**
+   * The old-key quiet window (seconds after verification started that the old keys must be seen
+   * free of encrypt-type use, see docs/runbook.md) for every migration, or `'per-migration'` for
+   * each migration's `options.quietWindowSeconds` (what the coordinator process uses unless
+   * `REKEY_GATE_QUIET_WINDOW_SECONDS` is set). @defaultValue 0, for tests and aws-local, whose CloudTrail has no delivery lag
+   */
+  readonly quietWindowSeconds?: number | 'per-migration';
+  /** The old-key usage monitor `startCoordinator` runs when `monitorUsage` is on. */
+  readonly usageMonitor?: { readonly intervalMs?: number; readonly requestsPerSecond?: number };
   /** Account id of the fleet, for the limiter key; resolved from the key ARNs when unset. */
   readonly accountId?: string;
+  /** SQS event intake, run by `startCoordinator` when set (see docs/intake.md). */
+  readonly intake?: IntakeSettings;
 }
 
 /** Options for finalize. */
@@ -76,6 +97,8 @@ export interface Engine {
   readonly audit: AuditLog;
   readonly queue: FleetQueue;
   readonly kms: KmsGateway;
+  /** The fleet's KMS budget (limiters per account and Region); undefined when no budget is configured. */
+  readonly budget: FleetBudget | undefined;
   readonly metrics: FleetMetrics;
   readonly logger: Logger;
   /** Validates, resolves keys (aliases pinned as ARNs), checks each key and source, and stores the migration. */
@@ -95,7 +118,12 @@ export interface Engine {
   /** Starts a BullMQ worker in this process. */
   startWorker(opts?: { concurrency?: number; shutdown?: AbortSignal }): { close(): Promise<void> };
   /** Starts the coordinator loop in this process. */
-  startCoordinator(opts?: { tickMs?: number }): { tick(): Promise<void>; close(): Promise<void> };
+  startCoordinator(opts?: { tickMs?: number }): {
+    tick(): Promise<void>;
+    /** Runs one pass of the old-key usage monitor now (a no-op when `monitorUsage` is off). */
+    checkUsage(): Promise<void>;
+    close(): Promise<void>;
+  };
   /** Sets the old-key usage the gate sees (the usage monitor calls this). */
   setUsage(id: string, usage: OldKeyUsage): Promise<void>;
   close(): Promise<void>;
@@ -128,16 +156,25 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   };
   const kmsClient = new KMSClient(clientConfig);
   const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
-  let limiter: RateLimiter | undefined;
-  if (opts.kmsBudgetRps) {
-    limiter = createRedisLimiter({
-      redis,
-      key: keys.limiter(opts.accountId ?? 'default', opts.aws.region),
-      budget: () => opts.kmsBudgetRps!,
-      minRps: opts.kmsMinRps ?? 1,
-      aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 },
-    });
-  }
+  // One limiter per (account, Region); each migration's sources get a gateway bound to its fair share.
+  const budget: FleetBudget | undefined = opts.kmsBudgetRps
+    ? createFleetBudget({
+        redis,
+        keys,
+        region: opts.aws.region,
+        ...(opts.accountId ? { accountId: opts.accountId } : {}),
+        budgetRps: opts.kmsBudgetRps,
+        ...(opts.kmsQuotaRps ? { quotaRps: opts.kmsQuotaRps } : {}),
+        minRps: opts.kmsMinRps ?? 1,
+        ...(opts.kmsAimd ? { aimd: opts.kmsAimd } : {}),
+        kmsClient,
+        metrics,
+        audit,
+        logger,
+        lockDurationMs: 30_000,
+      })
+    : undefined;
+  const limiter = budget?.limiterFor(opts.accountId ?? 'default', opts.aws.region);
   const kms = createKmsGateway({ client: kmsClient }, { ...(limiter ? { limiter } : {}), metrics: metrics.kmsHook });
   const pools = new Map<string, pg.Pool>();
   const defaultDbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -162,7 +199,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         if (!spec) return Promise.reject(new FleetError('unknown-source', `migration ${m.id} has no source named ${name}`));
         s = createSource(
           spec,
-          { s3, kms, pool: poolFor(defaultDbUrl) },
+          { s3, kms: budget ? budget.gatewayFor(m) : kms, pool: poolFor(defaultDbUrl) },
           { pageSize: m.spec.options.batchSize },
         );
         built.set(k, s);
@@ -175,6 +212,20 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       built.clear();
     },
   };
+
+  /** The source of a spec no migration holds (item jobs routed by alias), cached like the others. */
+  function sourceFor(spec: SourceSpec): Promise<Source> {
+    const k = `intake/${canonicalJson(spec)}`;
+    let s = built.get(k);
+    if (!s) {
+      s = createSource(spec, { s3, kms, pool: poolFor(defaultDbUrl) }, { pageSize: 100 });
+      built.set(k, s);
+      s.catch(() => built.delete(k));
+    }
+    return s;
+  }
+  let sqs: SQSClient | undefined;
+  let cloudtrail: CloudTrailClient | undefined;
 
   async function must(id: string): Promise<Migration> {
     const m = await store.get(id);
@@ -201,7 +252,8 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       acks,
       failureIds: failures.filter((f) => f.code !== 'verify:old-key').map((f) => f.id),
       usage,
-      usageMonitored: opts.monitorUsage ?? false,
+      usageMonitored: opts.monitorUsage ?? true,
+      quietWindowSeconds: opts.quietWindowSeconds === 'per-migration' ? m.spec.options.quietWindowSeconds : (opts.quietWindowSeconds ?? 0),
     });
   }
 
@@ -279,6 +331,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     audit,
     queue,
     kms,
+    budget,
     metrics,
     logger,
 
@@ -398,14 +451,15 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     startWorker(w = {}) {
       const shutdown = new AbortController();
       w.shutdown?.addEventListener('abort', () => shutdown.abort(), { once: true });
-      const processor = createBatchProcessor({ store, sources, logger, metrics, shutdown: shutdown.signal, actor });
+      const processor = createBatchProcessor({ store, sources, logger, metrics, shutdown: shutdown.signal, actor, ...(budget ? { holdJob: budget.holdJob } : {}) });
+      const itemProcessor = createItemProcessor({ store, sources, sourceFor, redis, keys, kms, logger, shutdown: shutdown.signal });
       const worker = createFleetWorker(bullConnection, keys.bullPrefix(), async (job, token) => {
         switch (job.name) {
           case 'batch':
           case 'verify':
             return processor(job, token);
           case 'item':
-            throw new FleetError('not-supported', 'item jobs are handled by the intake processor');
+            return itemProcessor(job, token);
         }
       }, { concurrency: w.concurrency ?? 2, lockDuration: 30_000, stalledInterval: 15_000 });
       worker.on('error', (err) => logger.error({ err: err.message }, 'worker error'));
@@ -419,9 +473,60 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
 
     startCoordinator(c = {}) {
       const enumerator = createEnumerator({ redis, keys, queue, sources, logger, owner: `${actor}:${randomBytes(4).toString('hex')}` });
-      const coordinator = createCoordinator({ store, enumerator, logger, actor, settle, tickMs: c.tickMs ?? 500 });
+      let monitor: UsageMonitor | undefined;
+      if (opts.monitorUsage ?? true) {
+        cloudtrail ??= new CloudTrailClient(clientConfig);
+        monitor = createUsageMonitor({
+          kms: kmsClient,
+          cloudtrail,
+          migrations: () => store.list(),
+          getUsage: readUsage,
+          setUsage: (id, usage) => engine.setUsage(id, usage),
+          owns: (id) => enumerator.holdLease(id),
+          metrics,
+          logger,
+          ...(opts.usageMonitor?.intervalMs !== undefined ? { intervalMs: opts.usageMonitor.intervalMs } : {}),
+          ...(opts.usageMonitor?.requestsPerSecond !== undefined ? { requestsPerSecond: opts.usageMonitor.requestsPerSecond } : {}),
+        });
+      }
+      // The gate needs a look at the old keys after the verify pass; take it before settling instead of waiting a whole interval.
+      const settleFresh = monitor
+        ? async (m: Migration) => {
+            await monitor.ensureFresh(m);
+            await settle((await store.get(m.id)) ?? m);
+          }
+        : settle;
+      const coordinator = createCoordinator({ store, enumerator, logger, actor, settle: settleFresh, tickMs: c.tickMs ?? 500 });
       coordinator.start();
-      return { tick: coordinator.tick, close: () => coordinator.stop() };
+      monitor?.start();
+      let intake: ReturnType<typeof createIntake> | undefined;
+      if (opts.intake) {
+        sqs ??= new SQSClient(clientConfig);
+        intake = createIntake({
+          settings: opts.intake,
+          sqs,
+          redis,
+          keys,
+          queue,
+          audit,
+          kms,
+          migrations: { create: (spec, who) => engine.createMigration(spec, who), list: () => store.list() },
+          logger,
+          actor: `${actor}:intake`,
+        });
+        intake.start();
+      }
+      return {
+        tick: coordinator.tick,
+        checkUsage: async () => {
+          await monitor?.checkAll();
+        },
+        async close() {
+          await intake?.stop();
+          await monitor?.stop();
+          await coordinator.stop();
+        },
+      };
     },
 
     async setUsage(id, usage) {
@@ -432,10 +537,12 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       await queue.close();
       await sources.close();
       for (const p of pools.values()) await p.end();
-      await limiter?.close();
+      budget?.close();
       await store.close();
       kmsClient.destroy();
       s3.destroy();
+      sqs?.destroy();
+      cloudtrail?.destroy();
       await redis.quit();
     },
   };

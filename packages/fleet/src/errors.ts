@@ -7,6 +7,8 @@ export const FLEET_ERROR_CODES = [
   'bad-input',
   'unknown-source',
   'not-supported',
+  'bad-message',
+  'awaiting-import',
 ] as const;
 
 export type FleetErrorCode = (typeof FLEET_ERROR_CODES)[number];

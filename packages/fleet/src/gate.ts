@@ -24,6 +24,10 @@ export interface OldKeyUsage {
   readonly readers: readonly { key: string; operation: string; caller: string; lastSeen: string; count: number }[];
   /** When the monitor last looked; null when it has not looked yet. */
   readonly checkedAt: string | null;
+  /** The start of the window the monitor looked at (the migration's `verifyStartedAt`); a usage of an earlier verify round is stale. */
+  readonly since?: string;
+  /** Why the last look failed (e.g. AccessDenied on cloudtrail:LookupEvents); the gate stays red while set. */
+  readonly error?: string;
 }
 
 export interface GateInput {
@@ -36,6 +40,11 @@ export interface GateInput {
   readonly usage: OldKeyUsage | null;
   /** Whether the usage monitor is enabled; when it is not, the condition is green with a note. */
   readonly usageMonitored: boolean;
+  /**
+   * Seconds after verification started that the old keys must have been watched with no
+   * encrypt-type use (CloudTrail may deliver events minutes late). @defaultValue 0
+   */
+  readonly quietWindowSeconds?: number;
 }
 
 const sum = (cs: Readonly<Record<string, SourceCounters>>, f: keyof SourceCounters) =>
@@ -83,17 +92,31 @@ export function computeGate(input: GateInput): GateResult {
   const warnings: string[] = [];
   if (!input.usageMonitored) {
     conditions.push({ name: 'old-key-quiet', ok: true, detail: 'old-key usage monitoring is off' });
+  } else if (input.usage?.error !== undefined) {
+    conditions.push({ name: 'old-key-quiet', ok: false, detail: `the usage monitor could not look at the old keys: ${input.usage.error}` });
   } else if (!input.usage || input.usage.checkedAt === null) {
     conditions.push({ name: 'old-key-quiet', ok: false, detail: 'old-key usage has not been checked yet' });
+  } else if (input.usage.since !== undefined && input.usage.since !== m.verifyStartedAt) {
+    conditions.push({ name: 'old-key-quiet', ok: false, detail: 'old-key usage has not been checked since verification restarted' });
   } else {
     const b = input.usage.blockers;
-    conditions.push({
-      name: 'old-key-quiet',
-      ok: b.length === 0,
-      detail: b.length === 0
-        ? `no encrypt-type use of the old keys since verification started (checked ${input.usage.checkedAt})`
-        : `encrypt-type use of the old keys since verification started: ${b.map((u) => `${u.operation} by ${u.caller} (${u.count}x, last ${u.lastSeen})`).join('; ')}`,
-    });
+    const checked = Date.parse(input.usage.checkedAt);
+    const started = m.verifyStartedAt ? Date.parse(m.verifyStartedAt) : NaN;
+    const watched = Number.isNaN(started) ? 0 : Math.max(0, (checked - started) / 1000);
+    const windowS = input.quietWindowSeconds ?? 0;
+    // A look that began before the verify pass ended can't vouch for the whole window.
+    const lookedAfterVerify = m.verifiedAt !== undefined && checked >= Date.parse(m.verifiedAt);
+    let detail: string;
+    if (b.length > 0) {
+      detail = `encrypt-type use of the old keys since verification started: ${b.map((u) => `${u.operation} by ${u.caller} (${u.count}x, last ${u.lastSeen})`).join('; ')}`;
+    } else if (!lookedAfterVerify) {
+      detail = 'waiting for the usage monitor to look at the old keys after the verify pass';
+    } else if (watched < windowS) {
+      detail = `no encrypt-type use so far, but the quiet window is ${windowS} s and the old keys have been watched for ${Math.floor(watched)} s since verification started`;
+    } else {
+      detail = `no encrypt-type use of the old keys since verification started (checked ${input.usage.checkedAt})`;
+    }
+    conditions.push({ name: 'old-key-quiet', ok: b.length === 0 && lookedAfterVerify && watched >= windowS, detail });
     for (const r of input.usage.readers) {
       warnings.push(`${r.operation} of ${r.key} by ${r.caller} (${r.count}x, last ${r.lastSeen}): it reads data outside this migration's sources`);
     }

@@ -30,8 +30,22 @@ export interface RedisKeys {
   usage(id: string): string;
   /** The fleet-wide KMS limiter of an account and Region. */
   limiter(account: string, region: string): string;
+  /** Hash: the operator's fleet-wide budget override (`rekey budget`), applied to limiters created later. */
+  budgetOverride(): string;
   /** String: dedupe marker of an app-requested item. */
   intakeDedupe(hash: string): string;
+  /** String (JSON): the sources and alias bindings the coordinator's intake published for workers. */
+  intakeConfig(): string;
+  /** Hash: alias name -> the key ARN the intake last saw behind it. */
+  intakeAliases(): string;
+  /** Set: every key ARN the intake has seen behind an alias (the keys item jobs may move data from). */
+  intakeAliasKeys(alias: string): string;
+  /** String with TTL (JSON): the decision taken for one EventBridge event, so a redelivery repeats it. */
+  intakeEvent(eventId: string): string;
+  /** String with TTL: set once a rejected SQS message was logged, so it is logged once. */
+  intakeRejected(messageId: string): string;
+  /** Hash: intake counters (messages, items enqueued and deduplicated, item outcomes). */
+  intakeStats(): string;
   /** The BullMQ prefix (BullMQ adds `:<queue>:…`). */
   bullPrefix(): string;
 }
@@ -55,7 +69,14 @@ export function redisKeys(prefix = 'rekey:'): RedisKeys {
     samples: (id) => `${m(id)}:samples`,
     usage: (id) => `${m(id)}:usage`,
     limiter: (account, region) => `${p}limiter:${account}:${region}`,
+    budgetOverride: () => `${p}budget-override`,
     intakeDedupe: (hash) => `${p}intake:${hash}`,
+    intakeConfig: () => `${p}intake-config`,
+    intakeAliases: () => `${p}intake-aliases`,
+    intakeAliasKeys: (alias) => `${p}intake-alias-keys:${alias}`,
+    intakeEvent: (eventId) => `${p}intake-event:${eventId}`,
+    intakeRejected: (messageId) => `${p}intake-rejected:${messageId}`,
+    intakeStats: () => `${p}intake-stats`,
     bullPrefix: () => `${p}bull`,
   };
 }

@@ -34,6 +34,8 @@ export interface BatchProcessorDeps {
   readonly actor: string;
   /** How long a batch of a paused migration waits before it is looked at again. @defaultValue 5000 */
   readonly pausedRecheckMs?: number;
+  /** Keeps the job's lock extended while its items wait long for KMS tokens (the fleet budget's `holdJob`). */
+  readonly holdJob?: (migrationId: string, job: Job<BatchJob>, token: string | undefined) => () => void;
 }
 
 /** Returns the key plan of a migration. */
@@ -94,6 +96,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     const ctx = { signal: abort.signal, migrationId: m.id, dryRun: options.dryRun };
     const started = performance.now();
     let stop = false;
+    const releaseJob = deps.holdJob?.(m.id, job, token);
 
     const results = await mapBounded(
       data.items,
@@ -126,6 +129,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       () => stop || shutdown.aborted,
     );
     shutdown.removeEventListener('abort', onShutdown);
+    releaseJob?.();
 
     const fatal = results.find((r): r is Extract<ItemResult, { kind: 'fatal' }> => r?.kind === 'fatal');
     if (fatal) {

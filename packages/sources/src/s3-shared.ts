@@ -171,6 +171,7 @@ export function factsOf(head: HeadObjectCommandOutput): Record<string, string | 
     storageClass: head.StorageClass ?? 'STANDARD',
     bucketKey: head.BucketKeyEnabled === true,
     objectLock: head.ObjectLockMode !== undefined || head.ObjectLockLegalHoldStatus === 'ON',
+    sse: head.ServerSideEncryption ?? 'none',
     ...(head.VersionId !== undefined && { versionId: head.VersionId }),
   };
 }

@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import pino from 'pino';
 import { loadConfig, ValidationError } from '@rekey/core';
-import { buildApi, createEngine, registerStatusPage } from '@rekey/fleet';
+import { buildApi, createEngine, registerMetricsRoute, registerStatusPage } from '@rekey/fleet';
 
 /**
  * The coordinator process: reads config (env + optional YAML from REKEY_CONFIG or --config),
@@ -35,12 +35,25 @@ async function main(): Promise<void> {
     prefix: config.redis.prefix,
     aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
     ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
+    ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
+    kmsMinRps: config.kms.minRps,
+    kmsAimd: config.kms.aimd,
     logger,
     actor: `coordinator:${process.pid}`,
+    monitorUsage: config.gate.monitorUsage,
+    quietWindowSeconds: config.gate.quietWindowSeconds ?? 'per-migration',
+    usageMonitor: { intervalMs: config.gate.monitorIntervalSeconds * 1000 },
+    ...(config.intake ? { intake: { ...config.intake, sources: config.sources ?? [], bindings: config.bindings ?? {} } } : {}),
   });
   const coordinator = engine.startCoordinator();
   const token = config.api.token;
-  const app = await buildApi(engine, { token, extend: (a) => registerStatusPage(a, { token, engine }) });
+  const app = await buildApi(engine, {
+    token,
+    extend: (a) => {
+      registerStatusPage(a, { token, engine });
+      registerMetricsRoute(a, engine);
+    },
+  });
   await app.listen({ host: config.api.host, port: config.api.port });
   logger.info({ host: config.api.host, port: config.api.port }, 'coordinator listening');
 

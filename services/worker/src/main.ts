@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import pino from 'pino';
 import { loadConfig, ValidationError } from '@rekey/core';
-import { createEngine } from '@rekey/fleet';
+import { createEngine, startMetricsServer } from '@rekey/fleet';
 
 /**
  * The worker process: a BullMQ worker over the fleet queue. On SIGTERM it finishes the items in
@@ -31,11 +31,15 @@ async function main(): Promise<void> {
     prefix: config.redis.prefix,
     aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
     ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
+    ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
+    kmsMinRps: config.kms.minRps,
+    kmsAimd: config.kms.aimd,
     logger,
     actor: `worker:${process.pid}`,
   });
   const worker = engine.startWorker({ concurrency: config.worker.concurrency });
-  logger.info({ concurrency: config.worker.concurrency }, 'worker started');
+  const metricsServer = config.worker.metricsPort !== undefined ? await startMetricsServer({ metrics: engine.metrics, port: config.worker.metricsPort }) : undefined;
+  logger.info({ concurrency: config.worker.concurrency, metricsPort: metricsServer?.port }, 'worker started');
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -44,6 +48,7 @@ async function main(): Promise<void> {
     logger.info({ signal }, 'worker draining: finishing items in flight');
     void (async () => {
       await worker.close();
+      await metricsServer?.close();
       await engine.close();
       process.exit(0);
     })();

@@ -1,0 +1,99 @@
+/**
+ * `rekey budget [<rps|N%|default>]`: shows or changes the fleet's KMS budget while migrations
+ * run, through the coordinator API (`GET`/`POST /budget`) or, with `--local`, on Redis directly.
+ * A change is written to the `fleet` audit log either way.
+ */
+import type { Command } from 'commander';
+import { loadConfig } from '@rekey/core';
+import { activeAccounts, createEngine, type BudgetState } from '@rekey/fleet';
+import { CliError, EXIT } from '../errors.js';
+
+/** Lines that show a budget state, one per limiter. */
+export function budgetLines(st: BudgetState): string[] {
+  const head = `configured budget: ${fmt(st.configuredRps)} rps${st.quotaRps !== null ? ` (quota ${fmt(st.quotaRps)} rps)` : ''}`;
+  return [
+    head,
+    ...st.limiters.map((l) => {
+      const inForce = l.overrideRps ?? st.configuredRps;
+      return `${l.account}/${l.region}: budget ${fmt(inForce)} rps${l.overrideRps !== null ? ' (override)' : ''}, current rate ${fmt(l.rateRps)} rps`;
+    }),
+  ];
+}
+
+function fmt(n: number): string {
+  return Number.isInteger(n) ? String(n) : n.toFixed(1);
+}
+
+/** Turns the command-line value into the API body's `budget`: a number when it is one. */
+export function budgetArgument(value: string): number | string {
+  const v = value.trim();
+  if (v === 'default' || v.endsWith('%')) return v;
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || !(n > 0)) throw new CliError(`budget must be a number of requests per second, a percentage such as 40%, or "default", got ${JSON.stringify(value)}`, EXIT.usage);
+  return n;
+}
+
+async function viaApi(value: number | string | undefined): Promise<BudgetState> {
+  const base = (process.env['REKEY_API_URL'] ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+  const token = process.env['REKEY_API_TOKEN'];
+  if (!token) throw new CliError('REKEY_API_TOKEN is not set (the coordinator API needs it), or use --local to work on Redis directly', EXIT.usage);
+  let res: Response;
+  try {
+    res = await fetch(`${base}/budget`, {
+      method: value === undefined ? 'GET' : 'POST',
+      headers: { authorization: `Bearer ${token}`, ...(value !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(value !== undefined ? { body: JSON.stringify({ budget: value }) } : {}),
+    });
+  } catch (err) {
+    throw new CliError(`cannot reach the coordinator at ${base}: ${(err as Error).message} (set REKEY_API_URL, or use --local)`);
+  }
+  const text = await res.text();
+  let data: unknown;
+  try {
+    data = text ? JSON.parse(text) : {};
+  } catch {
+    throw new CliError(`coordinator answered ${res.status} with a body that is not JSON`);
+  }
+  if (!res.ok) {
+    const d = data as { message?: string };
+    throw new CliError(d.message ?? `coordinator answered ${res.status}`, res.status === 400 ? EXIT.usage : EXIT.failure);
+  }
+  if (!data || typeof data !== 'object' || !Array.isArray((data as { limiters?: unknown }).limiters)) {
+    throw new CliError('coordinator answered /budget without a budget state');
+  }
+  return data as BudgetState;
+}
+
+async function viaRedis(value: number | string | undefined, actor: string): Promise<BudgetState> {
+  const config = loadConfig({ env: process.env, role: 'cli' });
+  const engine = await createEngine({
+    redisUrl: config.redis.url,
+    prefix: config.redis.prefix,
+    aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
+    kmsBudgetRps: config.kms.budgetRps,
+    ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
+    actor,
+  });
+  try {
+    const budget = engine.budget;
+    if (!budget) throw new CliError('no KMS budget is configured (kms.budget)');
+    const accounts = await activeAccounts(engine, budget.home);
+    return value === undefined ? await budget.state(accounts) : await budget.set(value, actor, accounts);
+  } finally {
+    await engine.close();
+  }
+}
+
+/** Adds `rekey budget` to the program; `local()` tells whether `--local` was given. */
+export function registerBudgetCommand(program: Command, local: () => boolean): void {
+  program
+    .command('budget [value]')
+    .description('show the fleet KMS budget, or change it while migrations run: an rps, a % of kms.quotaRps, or "default"')
+    .action(async (value: string | undefined) => {
+      const arg = value === undefined ? undefined : budgetArgument(value);
+      const actor = `cli:${process.env['USER'] ?? 'local'}`;
+      const st = local() ? await viaRedis(arg, actor) : await viaApi(arg);
+      if (arg !== undefined) console.log(`budget ${arg === 'default' ? 'reset to the configured value' : `set to ${arg}`}`);
+      for (const l of budgetLines(st)) console.log(l);
+    });
+}

@@ -1,0 +1,121 @@
+/**
+ * `rekey plan`: a read-only dry run of the migrations in `rekey.yaml` (its `migrations`, and one
+ * per alias in `bindings`, from the key behind the alias), or of one migration given with the
+ * same flags as `rekey migrate`. Lists the sources, inspects a sample (or `--all`), and prints
+ * items per key, KMS requests, the time at the budget, the request cost and warnings.
+ */
+import { S3Client } from '@aws-sdk/client-s3';
+import type { Command } from 'commander';
+import { loadConfig, parseMigrationSpec, type Config, type SourceSpec } from '@rekey/core';
+import { planLines, planMigration, type PlanTarget } from '@rekey/fleet';
+import { createKmsGateway } from '@rekey/kms';
+import { createSource } from '@rekey/sources';
+import pg from 'pg';
+import { stringify } from 'yaml';
+import { CliError, EXIT } from '../errors.js';
+import { readYamlFile, specFromFlags, type MigrateFlags } from '../spec-input.js';
+
+interface PlanFlags extends MigrateFlags {
+  sample: string;
+  all?: boolean;
+  budget?: string;
+  kmsPrice: string;
+  s3WritePrice: string;
+  s3ReadPrice: string;
+  json?: boolean;
+}
+
+function positive(v: string, flag: string, allowZero = false): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) throw new CliError(`${flag} must be a ${allowZero ? 'non-negative' : 'positive'} number, got "${v}"`, EXIT.usage);
+  return n;
+}
+
+/** What to plan: one spec from flags or a spec file, or the migrations and bindings of a config file. */
+interface Planned {
+  readonly sources: readonly SourceSpec[];
+  readonly from: readonly string[];
+  readonly to: string;
+  readonly batchSize: number;
+}
+
+async function inputs(f: PlanFlags): Promise<{ config: Config; plans: Planned[] }> {
+  const data = f.file ? await readYamlFile(f.file) : undefined;
+  const isSpec = !f.file || f.from?.length || f.source?.length || f.to || (data && typeof data === 'object' && 'from' in data);
+  if (isSpec) {
+    const spec = parseMigrationSpec(await specFromFlags(f));
+    return { config: loadConfig({ env: process.env, role: 'cli' }), plans: [{ ...spec, batchSize: spec.options.batchSize }] };
+  }
+  // A config file: YAML text again so loadConfig reports problems with line numbers.
+  const config = loadConfig({ yamlText: stringify(data), env: process.env, role: 'cli' });
+  const plans: Planned[] = (config.migrations ?? []).map((m) => {
+    const spec = parseMigrationSpec(m);
+    return { ...spec, batchSize: spec.options.batchSize };
+  });
+  // A binding has no target yet (rotate creates it): count what sits under the key behind the alias.
+  for (const [alias, names] of Object.entries(config.bindings ?? {})) {
+    plans.push({ sources: (config.sources ?? []).filter((s) => names.includes(s.name)), from: [alias], to: alias, batchSize: 100 });
+  }
+  if (plans.length === 0) throw new CliError(`${f.file}: no migrations and no bindings to plan`, EXIT.usage);
+  return { config, plans };
+}
+
+/** Adds `rekey plan` to the program. */
+export function registerPlan(program: Command): void {
+  program
+    .command('plan')
+    .description('read-only dry run: items per key, KMS requests, duration at the budget, cost and warnings')
+    .option('-f, --file <path>', 'rekey.yaml (migrations and bindings) or a migration spec')
+    .option('--from <key>', 'old key id, ARN or alias (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .option('--to <key>', 'new key id, ARN or alias')
+    .option('--source <kind:arg>', 'a source, as in rekey migrate (repeatable)', (v: string, p: string[] = []) => [...p, v])
+    .option('--strategy <s>', 'strategy of s3-sse-kms sources')
+    .option('--include-versions', 'plan noncurrent versions too (s3-sse-kms)')
+    .option('--sample <n>', 'items inspected per source', '1000')
+    .option('--all', 'inspect every item instead of a sample')
+    .option('--budget <rps>', 'KMS budget in requests per second (default: kms.budget of the config)')
+    .option('--kms-price <usd>', 'USD per 10,000 KMS requests', '0.03')
+    .option('--s3-write-price <usd>', 'USD per 1,000 S3 PUT/COPY/LIST requests', '0.005')
+    .option('--s3-read-price <usd>', 'USD per 1,000 S3 GET/HEAD requests', '0.0004')
+    .option('--json', 'print the plan as JSON')
+    .action(async (f: PlanFlags) => {
+      const sample = Number(f.sample);
+      if (!Number.isInteger(sample) || sample < 1) throw new CliError(`--sample must be a whole number of at least 1, got "${f.sample}"`, EXIT.usage);
+      const prices = { kmsPer10k: positive(f.kmsPrice, '--kms-price', true), s3WritePer1k: positive(f.s3WritePrice, '--s3-write-price', true), s3ReadPer1k: positive(f.s3ReadPrice, '--s3-read-price', true) };
+      const { config, plans } = await inputs(f);
+      const budgetRps = f.budget !== undefined ? positive(f.budget, '--budget') : config.kms.budgetRps;
+      const clientConfig = { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) };
+      const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(config.aws.endpoint) });
+      const kms = createKmsGateway({ clientConfig });
+      const pool = new pg.Pool({ connectionString: process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test', max: 4 });
+      try {
+        const arn = async (ref: string) => {
+          try {
+            return (await kms.describeKey(ref)).arn;
+          } catch (err) {
+            throw new CliError(`key ${ref}: ${(err as Error).message}`);
+          }
+        };
+        const targets: PlanTarget[] = [];
+        for (const p of plans) {
+          const keys = { from: await Promise.all(p.from.map(arn)), to: await arn(p.to) };
+          for (const src of p.sources) targets.push({ spec: src, keys, pageSize: p.batchSize });
+        }
+        const plan = await planMigration({
+          targets,
+          buildSource: (spec) => createSource(spec, { s3, kms, pool }, { pageSize: 1000 }),
+          s3,
+          sampleSize: sample,
+          all: Boolean(f.all),
+          budgetRps,
+          prices,
+        });
+        if (f.json) console.log(JSON.stringify(plan, null, 2));
+        else for (const l of planLines(plan)) console.log(l);
+      } finally {
+        s3.destroy();
+        kms.destroy();
+        await pool.end();
+      }
+    });
+}

@@ -1,0 +1,269 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CreateKeyCommand, DecryptCommand, EncryptCommand, GenerateDataKeyCommand, KMSClient, ReEncryptCommand } from '@aws-sdk/client-kms';
+import { CloudTrailClient, type Event as TrailEvent } from '@aws-sdk/client-cloudtrail';
+import pino from 'pino';
+import { parseMigrationSpec, type Migration } from '@rekey/core';
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { awsClientConfig, cleanupRedisPrefix, createTestRedis, redisUrl, TEST_CREDENTIALS, uniqueName, uniquePrefix, useAwsLocal, type AwsTestEndpoint } from '@rekey/testing';
+import { createEngine } from '../src/engine.js';
+import { classifyEvent, createRateGate, createUsageMonitor } from '../src/usage-monitor.js';
+import { createFleetMetrics } from '../src/metrics.js';
+import type { OldKeyUsage } from '../src/gate.js';
+
+const OLD = 'arn:aws:kms:us-east-1:000000000000:key/11111111-1111-4111-8111-111111111111';
+const NEW = 'arn:aws:kms:us-east-1:000000000000:key/22222222-2222-4222-8222-222222222222';
+const FLEET = new Set(['AKIAFLEET00000000001']);
+
+function trailEvent(name: string, accessKeyId: string, extra: { invokedBy?: string; params?: Record<string, unknown>; resources?: string[]; errorCode?: string } = {}): TrailEvent {
+  const resources = extra.resources ?? [OLD];
+  return {
+    EventId: `ev-${name}-${accessKeyId}`,
+    EventName: name,
+    AccessKeyId: accessKeyId,
+    EventTime: new Date('2026-01-01T10:00:05Z'),
+    Username: accessKeyId,
+    Resources: resources.map((r) => ({ ResourceType: 'AWS::KMS::Key', ResourceName: r })),
+    CloudTrailEvent: JSON.stringify({
+      userIdentity: { type: 'IAMUser', arn: `arn:aws:iam::000000000000:user/${accessKeyId}`, accessKeyId, ...(extra.invokedBy ? { invokedBy: extra.invokedBy } : {}) },
+      eventName: name,
+      requestParameters: extra.params ?? {},
+      ...(extra.errorCode ? { errorCode: extra.errorCode, errorMessage: 'denied' } : {}),
+    }),
+  };
+}
+
+describe('classifyEvent', () => {
+  it('treats the fleet access key as the fleet, also when S3 calls KMS on its behalf', () => {
+    expect(classifyEvent(trailEvent('ReEncrypt', 'AKIAFLEET00000000001', { params: { destinationKeyId: NEW }, resources: [OLD, NEW] }), OLD, FLEET).kind).toBe('fleet');
+    expect(classifyEvent(trailEvent('Decrypt', 'AKIAFLEET00000000001', { invokedBy: 's3.amazonaws.com' }), OLD, FLEET).kind).toBe('fleet');
+  });
+
+  it('makes Encrypt and GenerateDataKey* by another caller blockers, naming the caller', () => {
+    for (const op of ['Encrypt', 'GenerateDataKey', 'GenerateDataKeyWithoutPlaintext', 'GenerateDataKeyPair']) {
+      const use = classifyEvent(trailEvent(op, 'AKIAOTHERAPP000000001'), OLD, FLEET);
+      expect(use.kind).toBe('blocker');
+      expect(use.caller).toBe('arn:aws:iam::000000000000:user/AKIAOTHERAPP000000001 (access key AKIAOTHERAPP000000001)');
+    }
+  });
+
+  it('makes Decrypt by another caller a reader and names the service that called on its behalf', () => {
+    const use = classifyEvent(trailEvent('Decrypt', 'AKIAOTHERAPP000000001', { invokedBy: 's3.amazonaws.com' }), OLD, FLEET);
+
+    expect(use.kind).toBe('reader');
+    expect(use.caller).toContain('via s3.amazonaws.com');
+  });
+
+  it('tells ReEncrypt to the old key (blocker) from ReEncrypt away from it (reader)', () => {
+    const toOld = classifyEvent(trailEvent('ReEncrypt', 'AKIAOTHERAPP000000001', { params: { destinationKeyId: 'alias/legacy' }, resources: [NEW, OLD] }), OLD, FLEET);
+    const fromOld = classifyEvent(trailEvent('ReEncrypt', 'AKIAOTHERAPP000000001', { params: { destinationKeyId: NEW }, resources: [OLD, NEW] }), OLD, FLEET);
+
+    expect([toOld.kind, toOld.operation]).toEqual(['blocker', 'ReEncrypt (to old key)']);
+    expect([fromOld.kind, fromOld.operation]).toEqual(['reader', 'ReEncrypt (from old key)']);
+  });
+
+  it('ignores failed calls and calls that are not cryptographic', () => {
+    expect(classifyEvent(trailEvent('Encrypt', 'AKIAOTHERAPP000000001', { errorCode: 'DisabledException' }), OLD, FLEET).kind).toBe('ignore');
+    expect(classifyEvent(trailEvent('DescribeKey', 'AKIAOTHERAPP000000001'), OLD, FLEET).kind).toBe('ignore');
+  });
+});
+
+describe('createRateGate', () => {
+  it('spaces requests at the given rate', async () => {
+    const gate = createRateGate(10);
+    const t0 = Date.now();
+
+    for (let i = 0; i < 4; i++) await gate.take();
+
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+  });
+
+  it('refuses a rate of zero', () => {
+    expect(() => createRateGate(0)).toThrow(/above 0/);
+  });
+});
+
+describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail LookupEvents)', () => {
+  let ep: AwsTestEndpoint;
+  let fleetKms: KMSClient;
+  let otherKms: KMSClient;
+  let trail: CloudTrailClient;
+  const other = { accessKeyId: 'AKIAOTHERAPP000000001', secretAccessKey: 'other-secret-not-a-real-key' };
+
+  beforeAll(async () => {
+    ep = await useAwsLocal();
+    fleetKms = new KMSClient(awsClientConfig(ep));
+    otherKms = new KMSClient(awsClientConfig(ep, other));
+    trail = new CloudTrailClient(awsClientConfig(ep));
+  });
+
+  afterAll(async () => {
+    fleetKms?.destroy();
+    otherKms?.destroy();
+    trail?.destroy();
+    await ep?.close();
+  });
+
+  const newKey = async () => (await fleetKms.send(new CreateKeyCommand({ Description: 'usage monitor test' }))).KeyMetadata!.Arn!;
+
+  function migrationOf(from: string, to: string, verifyStartedAt: string): Migration {
+    const spec = parseMigrationSpec({ id: 'mon', sources: [{ name: 'docs', kind: 's3-sse-kms', bucket: 'docs' }], from: [from], to });
+    return { id: 'mon', spec, state: 'ready', keys: { from: [from], to, aliases: {} }, createdAt: verifyStartedAt, updatedAt: verifyStartedAt, verifyStartedAt, verifiedAt: verifyStartedAt };
+  }
+
+  function monitorWith(stored: Map<string, OldKeyUsage>, overrides: { cloudtrail?: CloudTrailClient } = {}) {
+    const metrics = createFleetMetrics({ defaultMetrics: false });
+    const monitor = createUsageMonitor({
+      kms: fleetKms,
+      cloudtrail: overrides.cloudtrail ?? trail,
+      migrations: async () => [],
+      getUsage: async (id) => stored.get(id) ?? null,
+      setUsage: async (id, u) => {
+        stored.set(id, u);
+      },
+      metrics,
+      logger: pino({ level: 'silent' }),
+      requestsPerSecond: 50,
+    });
+    return { monitor, metrics };
+  }
+
+  it('resolves the fleet identity from the client credentials', async () => {
+    const { monitor } = monitorWith(new Map());
+
+    expect([...(await monitor.fleetIdentity())]).toEqual([TEST_CREDENTIALS.accessKeyId]);
+  });
+
+  it('finds encrypt-type use and readers by another caller after verification started, not the fleet and not earlier use', async () => {
+    const oldKey = await newKey();
+    const toKey = await newKey();
+    const before = await otherKms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from('before verify') }));
+    await sleep(1100);
+    const m = migrationOf(oldKey, toKey, new Date().toISOString());
+    await fleetKms.send(new ReEncryptCommand({ CiphertextBlob: before.CiphertextBlob!, DestinationKeyId: toKey }));
+    await otherKms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from('after verify') }));
+    await otherKms.send(new GenerateDataKeyCommand({ KeyId: oldKey, KeySpec: 'AES_256' }));
+    // 60 reads take LookupEvents past its 50-event page.
+    for (let i = 0; i < 60; i++) await otherKms.send(new DecryptCommand({ CiphertextBlob: before.CiphertextBlob! }));
+    const stored = new Map<string, OldKeyUsage>();
+    const { monitor, metrics } = monitorWith(stored);
+
+    const usage = await monitor.check(m);
+
+    expect(usage.blockers.map((b) => [b.operation, b.count]).sort()).toEqual([['Encrypt', 1], ['GenerateDataKey', 1]]);
+    expect(usage.blockers.every((b) => b.caller.includes('AKIAOTHERAPP000000001') && b.key === oldKey)).toBe(true);
+    expect(usage.readers.map((r) => [r.operation, r.count])).toEqual([['Decrypt', 60]]);
+    expect(usage.since).toBe(m.verifyStartedAt);
+    expect(stored.get('mon')).toEqual(usage);
+    const gauge = (await metrics.oldKeyLastUse.get()).values;
+    expect(gauge.map((v) => v.labels['operation']).sort()).toEqual(['Decrypt', 'Encrypt', 'GenerateDataKey']);
+    expect(gauge.every((v) => v.labels['key'] === oldKey && v.value * 1000 >= Date.parse(m.verifyStartedAt!) - 1000)).toBe(true);
+  });
+
+  it('sees no blockers when only the fleet used the old key', async () => {
+    const oldKey = await newKey();
+    const toKey = await newKey();
+    const blob = (await fleetKms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from('x') }))).CiphertextBlob!;
+    await sleep(1100);
+    const m = migrationOf(oldKey, toKey, new Date().toISOString());
+    await fleetKms.send(new ReEncryptCommand({ CiphertextBlob: blob, DestinationKeyId: toKey }));
+
+    const usage = await monitorWith(new Map()).monitor.check(m);
+
+    expect(usage).toMatchObject({ blockers: [], readers: [] });
+    expect(usage.checkedAt).not.toBeNull();
+  });
+
+  it('reports an encrypt that GetKeyLastUsage knows but CloudTrail has not delivered yet', async () => {
+    const oldKey = await newKey();
+    const toKey = await newKey();
+    const m = migrationOf(oldKey, toKey, new Date(Date.now() - 1000).toISOString());
+    await otherKms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from('late') }));
+    const laggingTrail = { send: async () => ({ Events: [] }) } as unknown as CloudTrailClient;
+
+    const usage = await monitorWith(new Map(), { cloudtrail: laggingTrail }).monitor.check(m);
+
+    expect(usage.blockers).toHaveLength(1);
+    expect(usage.blockers[0]).toMatchObject({ key: oldKey, operation: 'Encrypt' });
+    expect(usage.blockers[0]!.caller).toMatch(/^unknown caller \(CloudTrail event .+ not delivered yet\)$/);
+  });
+
+  it('stores why a look failed, keeping the last result', async () => {
+    const oldKey = await newKey();
+    const m = migrationOf(oldKey, await newKey(), new Date().toISOString());
+    const stored = new Map<string, OldKeyUsage>([['mon', { blockers: [], readers: [], checkedAt: '2026-01-01T00:00:00.000Z', since: m.verifyStartedAt! }]]);
+    const deniedTrail = { send: async () => Promise.reject(Object.assign(new Error('not authorized to perform cloudtrail:LookupEvents'), { name: 'AccessDeniedException' })) } as unknown as CloudTrailClient;
+    const { monitor } = createMonitorForAll(stored, deniedTrail, [m]);
+
+    await monitor.checkAll();
+
+    expect(stored.get('mon')).toMatchObject({ checkedAt: '2026-01-01T00:00:00.000Z', error: 'AccessDeniedException: not authorized to perform cloudtrail:LookupEvents' });
+  });
+
+  function createMonitorForAll(stored: Map<string, OldKeyUsage>, cloudtrail: CloudTrailClient, all: Migration[]) {
+    const monitor = createUsageMonitor({
+      kms: fleetKms,
+      cloudtrail,
+      migrations: async () => all,
+      getUsage: async (id) => stored.get(id) ?? null,
+      setUsage: async (id, u) => {
+        stored.set(id, u);
+      },
+      logger: pino({ level: 'silent' }),
+      requestsPerSecond: 50,
+    });
+    return { monitor };
+  }
+});
+
+describe('usage monitor in the engine: per-migration quiet window', () => {
+  it("keeps old-key-quiet red until the migration's quiet window has passed, then the migration turns ready", async () => {
+    const ep = await useAwsLocal();
+    const kms = new KMSClient(awsClientConfig(ep));
+    const s3 = new S3Client(awsClientConfig(ep));
+    const prefix = uniquePrefix('quiet');
+    const engine = await createEngine({
+      redisUrl: redisUrl(),
+      prefix,
+      aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials },
+      logger: pino({ level: 'silent' }),
+      quietWindowSeconds: 'per-migration',
+      usageMonitor: { intervalMs: 200, requestsPerSecond: 20 },
+    });
+    const coordinator = engine.startCoordinator({ tickMs: 100 });
+    const worker = engine.startWorker({ concurrency: 2 });
+    try {
+      const oldKey = (await kms.send(new CreateKeyCommand({}))).KeyMetadata!.Arn!;
+      const to = (await kms.send(new CreateKeyCommand({}))).KeyMetadata!.Arn!;
+      const Bucket = uniqueName('quiet');
+      await s3.send(new CreateBucketCommand({ Bucket }));
+      await s3.send(new PutObjectCommand({ Bucket, Key: 'a', Body: 'a', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
+      const m = await engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket: Bucket }], from: [oldKey], to, options: { quietWindowSeconds: 3 } }, 'test');
+
+      let sawWindow = false;
+      let state = '';
+      for (let i = 0; i < 200 && state !== 'ready'; i++) {
+        const st = await engine.status(m.id);
+        state = st.migration.state;
+        sawWindow ||= /quiet window is 3 s/.test(st.gate.conditions.find((c) => c.name === 'old-key-quiet')?.detail ?? '');
+        await sleep(100);
+      }
+
+      expect(sawWindow).toBe(true);
+      expect(state).toBe('ready');
+      const fresh = await engine.get(m.id);
+      const usage = (await engine.status(m.id)).usage!;
+      expect(Date.parse(usage.checkedAt!) - Date.parse(fresh.verifyStartedAt!)).toBeGreaterThanOrEqual(3000);
+    } finally {
+      await worker.close();
+      await coordinator.close();
+      await engine.close();
+      const r = createTestRedis();
+      await cleanupRedisPrefix(r, prefix);
+      await r.quit();
+      kms.destroy();
+      s3.destroy();
+      await ep.close();
+    }
+  });
+});

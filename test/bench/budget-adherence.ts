@@ -1,0 +1,147 @@
+/**
+ * budget-adherence: aws-local quota Q (default 2,000 rps) shared by "app traffic" (steady Decrypt
+ * at 0.2 Q, its own credentials, no retries) and the fleet (a Postgres table of KMS blobs,
+ * ReEncrypt only). Phase 1: fleet budget 0.6 Q; phase 2: the budget changed to 1.0 Q while the
+ * migration runs (`POST /budget`, as `rekey budget 100%` does), a budget set too high.
+ * Each phase measures `--seconds` (default 60) after a warm-up. Reports the fleet's achieved
+ * rate / budget (target >= 0.95), the app's throttled fraction (< 0.5%; phase 2: < 2%) and the
+ * fleet's throttled fraction. Rates come from aws-local's own counters.
+ *
+ *   npx tsx test/bench/budget-adherence.ts [--quota=2000] [--seconds=60] [--warmup=10]
+ */
+import { EncryptCommand, DecryptCommand } from '@aws-sdk/client-kms';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { APP_CREDENTIALS, createKey, flag, isMain, machine, startAwsChild, startFleet, table, type BenchResult } from './lib/fleet.js';
+
+interface Counters { [op: string]: { calls: number; throttled: number } }
+
+interface Phase {
+  name: string;
+  budgetRps: number;
+  seconds: number;
+  fleetOk: number;
+  fleetThrottled: number;
+  appOk: number;
+  appThrottled: number;
+  appOther: number;
+}
+
+export async function budgetAdherence(): Promise<BenchResult> {
+  const q = flag('quota', 2000);
+  const seconds = flag('seconds', 60);
+  const warmup = flag('warmup', 10);
+  const appRps = 0.2 * q;
+  const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+  const dbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const schema = `bench_budget_${process.pid}`;
+  const pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
+  const aws = await startAwsChild();
+  const appKms = aws.kms(APP_CREDENTIALS, 256);
+  try {
+    const kms = aws.kms();
+    const oldKey = await createKey(kms, 'bench old');
+    const newKey = await createKey(kms, 'bench new');
+    const appKey = await createKey(kms, 'app key');
+    const appBlob = (await appKms.send(new EncryptCommand({ KeyId: appKey, Plaintext: Buffer.from('app secret') }))).CiphertextBlob!;
+    // Enough rows for both phases at full budget; every row holds the same valid blob.
+    const rows = Math.ceil(0.6 * q * (seconds + warmup + 5) + 1.0 * q * (seconds + warmup + 5));
+    const blob = (await kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.alloc(32, 7) }))).CiphertextBlob!;
+    await pool.query(`CREATE SCHEMA ${schema}`);
+    await pool.query(`CREATE TABLE ${schema}.secrets (id bigint PRIMARY KEY, secret bytea NOT NULL)`);
+    await pool.query(`INSERT INTO ${schema}.secrets SELECT g, $1 FROM generate_series(1, $2) g`, [Buffer.from(blob), rows]);
+
+    await aws.admin('POST', 'quota', { rps: q, burst: q });
+    const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 4, budget: '30%', quotaRps: q, databaseUrl: dbUrl });
+    await fleet.request('POST', '/budget', { budget: '60%' });
+
+    // App traffic: an open loop of Decrypt calls at appRps, every 10 ms.
+    let appOk = 0;
+    let appThrottled = 0;
+    let appOther = 0;
+    let running = true;
+    const app = (async () => {
+      const perTick = appRps / 100;
+      let owed = 0;
+      const t0 = performance.now();
+      let tick = 0;
+      while (running) {
+        owed += perTick;
+        for (; owed >= 1; owed--) {
+          appKms.send(new DecryptCommand({ CiphertextBlob: appBlob })).then(
+            () => void appOk++,
+            (err: { name?: string }) => void (err.name === 'ThrottlingException' ? appThrottled++ : appOther++),
+          );
+        }
+        tick++;
+        await sleep(Math.max(0, t0 + tick * 10 - performance.now()));
+      }
+    })();
+
+    const phases: Phase[] = [];
+    const snap = async () => ({ c: (await aws.admin('GET', 'counters')) as Counters, app: { ok: appOk, thr: appThrottled, other: appOther }, t: performance.now() });
+    const measure = async (name: string, budgetRps: number): Promise<void> => {
+      await sleep(warmup * 1000);
+      const a = await snap();
+      await sleep(seconds * 1000);
+      const b = await snap();
+      const d = (op: string, f: 'calls' | 'throttled') => (b.c[op]?.[f] ?? 0) - (a.c[op]?.[f] ?? 0);
+      const s = (b.t - a.t) / 1000;
+      phases.push({
+        name,
+        budgetRps,
+        seconds: s,
+        fleetOk: d('kms:ReEncrypt', 'calls') - d('kms:ReEncrypt', 'throttled'),
+        fleetThrottled: d('kms:ReEncrypt', 'throttled'),
+        appOk: b.app.ok - a.app.ok,
+        appThrottled: b.app.thr - a.app.thr,
+        appOther: b.app.other - a.app.other,
+      });
+    };
+    let state = '';
+    try {
+      const m = await fleet.api.create({ sources: [{ name: 'rows', kind: 'postgres', schema, table: 'secrets', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { batchSize: 100, concurrency: 16 } });
+      await measure('budget 0.6 Q', 0.6 * q);
+      await fleet.request('POST', '/budget', { budget: '100%' });
+      await measure('budget 1.0 Q (too high)', 1.0 * q);
+      state = (await fleet.api.get(m.id)).state;
+      await fleet.api.action(m.id, 'cancel', 'benchmark over');
+    } finally {
+      running = false;
+      await app;
+      await sleep(500);
+      await fleet.stop();
+    }
+
+    const rows2 = phases.map((p) => {
+      const achieved = p.fleetOk / p.seconds;
+      const fleetThr = p.fleetThrottled / Math.max(1, p.fleetOk + p.fleetThrottled);
+      const appTotal = p.appOk + p.appThrottled + p.appOther;
+      return { p, achieved, ratio: achieved / p.budgetRps, fleetThr, appThr: p.appThrottled / Math.max(1, appTotal), appRate: appTotal / p.seconds };
+    });
+    const [one, two] = rows2;
+    const ok = !!one && !!two && one.ratio >= 0.95 && one.appThr < 0.005 && two.appThr < 0.02;
+    const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+    const report = [
+      `budget-adherence — ${machine()}`,
+      `quota Q=${q} rps (aws-local), app Decrypt at ${appRps} rps, ${seconds} s measured per phase after ${warmup} s warm-up; fleet: 2 workers x 4 batches x 16 items; migration state at the end: ${state}`,
+      '',
+      table(['phase', 'budget rps', 'fleet achieved rps', 'achieved / budget', 'fleet throttled', 'app sent rps', 'app throttled', 'app other errors'], rows2.map((r) => [
+        r.p.name, r.p.budgetRps.toFixed(0), r.achieved.toFixed(0), r.ratio.toFixed(3), pct(r.fleetThr), r.appRate.toFixed(0), pct(r.appThr), r.p.appOther,
+      ])),
+      '',
+    ].join('\n');
+    const line = `bench: budget-adherence ratio=${one?.ratio.toFixed(3)} target=0.95 app_throttled=${pct(one?.appThr ?? 1)} app_throttled_at_1q=${pct(two?.appThr ?? 1)} fleet_throttled=${pct(one?.fleetThr ?? 1)} ${ok ? 'ok' : 'miss'}`;
+    return { report, line, ok };
+  } finally {
+    await aws.close();
+    await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+    await pool.end();
+  }
+}
+
+if (isMain(import.meta.url)) {
+  const r = await budgetAdherence();
+  console.log(r.report);
+  console.log(r.line);
+}

@@ -1,0 +1,91 @@
+/**
+ * fleet-vs-raw: N envelope items (default 20,000), aws-local latency fixed at 5 ms on every call,
+ * no quota. (a) a raw loop of ReEncrypt calls at concurrency C, no queue and no writes back (the
+ * ceiling); (b) the fleet: a coordinator and 2 worker processes at the same total concurrency C,
+ * doing the full job through BullMQ, Redis and S3 (HEAD, ReEncrypt, CopyObject). Reports b/a.
+ *
+ *   npx tsx test/bench/fleet-vs-raw.ts [--items=20000] [--concurrency=32] [--latency=5]
+ */
+import { GenerateDataKeyWithoutPlaintextCommand, ReEncryptCommand } from '@aws-sdk/client-kms';
+import { createKey, flag, isMain, machine, startAwsChild, startFleet, table, times, seedEnvelope, type BenchResult } from './lib/fleet.js';
+
+const TARGET = 0.85;
+
+export async function fleetVsRaw(): Promise<BenchResult> {
+  const n = flag('items', 20_000);
+  const c = flag('concurrency', 32);
+  const latencyMs = flag('latency', 5);
+  const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+  const aws = await startAwsChild();
+  try {
+    const kms = aws.kms(undefined, c);
+    const oldKey = await createKey(kms, 'bench old');
+    const newKey = await createKey(kms, 'bench new');
+    const t0 = performance.now();
+    await seedEnvelope(aws, 'bench-raw', oldKey, n);
+    const seedS = (performance.now() - t0) / 1000;
+    // The raw loop cycles over 512 wrapped keys with the same context as the objects' keys.
+    const context = { app: 'bench' };
+    const blobs: Uint8Array[] = [];
+    await times(512, 32, async () => {
+      blobs.push((await kms.send(new GenerateDataKeyWithoutPlaintextCommand({ KeyId: oldKey, KeySpec: 'AES_256', EncryptionContext: context }))).CiphertextBlob!);
+    });
+    await aws.admin('POST', 'latency', { op: '*', fixedMs: latencyMs });
+
+    // (a) raw ReEncrypt loop at concurrency c.
+    let errors = 0;
+    const ta = performance.now();
+    await times(n, c, async (i) => {
+      try {
+        await kms.send(new ReEncryptCommand({ CiphertextBlob: blobs[i % blobs.length], SourceKeyId: oldKey, DestinationKeyId: newKey, SourceEncryptionContext: context, DestinationEncryptionContext: context }));
+      } catch {
+        errors++;
+      }
+    });
+    const rawS = (performance.now() - ta) / 1000;
+    const rawRate = n / rawS;
+
+    // (b) the fleet: 2 workers x 2 batches x c/4 items in flight = c.
+    const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 2, budget: '1000000' });
+    let fleetS = 0;
+    let readyS = 0;
+    let outcomes: Record<string, number> = {};
+    let state = '';
+    try {
+      const tb = performance.now();
+      const m = await fleet.api.create({ sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-raw' }], from: [oldKey], to: newKey, options: { batchSize: 100, concurrency: Math.max(1, Math.round(c / 4)) } });
+      await fleet.waitProcessed(m.id, n, 900_000);
+      fleetS = (performance.now() - tb) / 1000;
+      state = await fleet.waitSettled(m.id, 900_000);
+      readyS = (performance.now() - tb) / 1000;
+      const st = await fleet.api.status(m.id);
+      outcomes = st.totals.outcomes;
+      if (st.migration.reason) state += ` (${st.migration.reason})`;
+    } finally {
+      await fleet.stop();
+    }
+    const fleetRate = n / fleetS;
+    const ratio = fleetRate / rawRate;
+    const ok = ratio >= TARGET && outcomes['reencrypted'] === n;
+    const report = [
+      `fleet-vs-raw — ${machine()}`,
+      `N=${n}, C=${c}, aws-local latency ${latencyMs} ms on every call, no quota; seeding took ${seedS.toFixed(1)} s`,
+      '',
+      table(['variant', 'items', 'seconds', 'items/s', 'notes'], [
+        ['(a) raw ReEncrypt loop', n, rawS.toFixed(1), rawRate.toFixed(0), `${errors} errors`],
+        ['(b) fleet, 2 workers', n, fleetS.toFixed(1), fleetRate.toFixed(0), `all re-encrypted at ${fleetS.toFixed(1)} s, ${state} (verify pass done) at ${readyS.toFixed(1)} s; reencrypted ${outcomes['reencrypted'] ?? 0}, failed ${outcomes['failed'] ?? 0}`],
+      ]),
+      '',
+    ].join('\n');
+    const line = `bench: fleet-vs-raw ratio=${ratio.toFixed(3)} target=${TARGET} ${ok ? 'ok' : 'miss'}`;
+    return { report, line, ok };
+  } finally {
+    await aws.close();
+  }
+}
+
+if (isMain(import.meta.url)) {
+  const r = await fleetVsRaw();
+  console.log(r.report);
+  console.log(r.line);
+}

@@ -1,0 +1,280 @@
+/**
+ * Shared pieces of the fleet benchmarks: aws-local in a child process (controlled through its
+ * `/_aws-local/*` admin API), a coordinator and workers as child processes (the built `dist/`),
+ * envelope seeding, argument flags, and the table/last-line output.
+ */
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { Agent } from 'node:http';
+import { createRequire } from 'node:module';
+import { createServer } from 'node:net';
+import { loadavg, cpus, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { createEnvelopeClient } from '@rekey/envelope';
+import { httpClient, type RekeyClient } from '@rekey/cli/client';
+import { Redis } from 'ioredis';
+
+const require = createRequire(import.meta.url);
+
+/** Credentials of the fleet's processes; the app-traffic generator uses others so its calls can be told apart. */
+export const FLEET_CREDENTIALS = { accessKeyId: 'AKIAFLEETBENCH000001', secretAccessKey: 'fleet-bench-secret' };
+export const APP_CREDENTIALS = { accessKeyId: 'AKIAAPPTRAFFIC000001', secretAccessKey: 'app-bench-secret' };
+export const REGION = 'us-east-1';
+
+/** `--name=value` flags and `BENCH_NAME` env vars, e.g. `--items=2000`. */
+export function flag(name: string, fallback: number): number {
+  const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
+  const raw = arg?.slice(name.length + 3) ?? process.env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${raw}`);
+  return n;
+}
+
+export function machine(): string {
+  const cpu = cpus()[0]?.model.trim() ?? 'unknown CPU';
+  return `node ${process.version}, ${cpus().length} CPUs (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GB RAM, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+}
+
+export function table(head: string[], rows: (string | number)[][]): string {
+  const line = (cells: (string | number)[]) => `| ${cells.map(String).join(' | ')} |`;
+  return [line(head), line(head.map((_, i) => (i === 0 ? '---' : '---:'))), ...rows.map(line)].join('\n');
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** aws-local in its own process, so server and clients each get an event loop. */
+export interface AwsChild {
+  readonly url: string;
+  admin(method: string, name: string, body?: unknown): Promise<unknown>;
+  kms(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number): KMSClient;
+  s3(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number): S3Client;
+  close(): Promise<void>;
+}
+
+export async function startAwsChild(): Promise<AwsChild> {
+  const child = fork(fileURLToPath(new URL('./aws-local-child.ts', import.meta.url)), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('message', (m) => resolve((m as { url: string }).url));
+    child.once('exit', (code) => reject(new Error(`aws-local child exited with ${code}`)));
+  });
+  const clients: { destroy(): void }[] = [];
+  const cfg = (credentials: typeof FLEET_CREDENTIALS, maxSockets: number) => ({
+    endpoint: url,
+    region: REGION,
+    credentials,
+    maxAttempts: 1,
+    requestHandler: { httpAgent: new Agent({ keepAlive: true, maxSockets }) },
+  });
+  return {
+    url,
+    async admin(method, name, body) {
+      const res = await fetch(`${url}/_aws-local/${name}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}) });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`aws-local admin ${method} ${name}: ${res.status} ${text.slice(0, 200)}`);
+      return text ? JSON.parse(text) : {};
+    },
+    kms(credentials = FLEET_CREDENTIALS, maxSockets = 64) {
+      const c = new KMSClient(cfg(credentials, maxSockets));
+      clients.push(c);
+      return c;
+    },
+    s3(credentials = FLEET_CREDENTIALS, maxSockets = 64) {
+      const c = new S3Client({ ...cfg(credentials, maxSockets), forcePathStyle: true });
+      clients.push(c);
+      return c;
+    },
+    async close() {
+      for (const c of clients) c.destroy();
+      if (child.exitCode === null) {
+        child.send('close');
+        await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+    },
+  };
+}
+
+/** A coordinator and workers as separate processes over one Redis prefix. */
+export interface Fleet {
+  readonly api: RekeyClient;
+  /** Sends a raw request to the coordinator API (for routes the client has no method for, e.g. `/budget`). */
+  request(method: string, path: string, body?: unknown): Promise<unknown>;
+  readonly coordinator: ChildProcess;
+  readonly workers: ChildProcess[];
+  readonly prefix: string;
+  waitSettled(id: string, timeoutMs: number): Promise<string>;
+  /** Waits until `n` items were processed in the re-encrypt pass (before the verify pass). */
+  waitProcessed(id: string, n: number, timeoutMs: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface FleetOptions {
+  awsUrl: string;
+  redisUrl: string;
+  workers: number;
+  /** Batches per worker process (REKEY_WORKER_CONCURRENCY). */
+  workerConcurrency: number;
+  /** REKEY_KMS_BUDGET (rps or "N%"). */
+  budget: string;
+  quotaRps?: number;
+  databaseUrl?: string;
+}
+
+export async function startFleet(o: FleetOptions): Promise<Fleet> {
+  const prefix = `bench-${randomBytes(4).toString('hex')}:`;
+  const token = randomBytes(24).toString('hex');
+  const port = await freePort();
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    REKEY_REDIS_URL: o.redisUrl,
+    REKEY_REDIS_PREFIX: prefix,
+    REKEY_API_TOKEN: token,
+    REKEY_API_HOST: '127.0.0.1',
+    REKEY_API_PORT: String(port),
+    REKEY_KMS_BUDGET: o.budget,
+    ...(o.quotaRps ? { REKEY_KMS_QUOTA_RPS: String(o.quotaRps) } : {}),
+    REKEY_WORKER_CONCURRENCY: String(o.workerConcurrency),
+    DATABASE_URL: o.databaseUrl ?? process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test',
+    AWS_ENDPOINT_URL: o.awsUrl,
+    AWS_REGION: REGION,
+    AWS_ACCESS_KEY_ID: FLEET_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: FLEET_CREDENTIALS.secretAccessKey,
+    AWS_NODEJS_CONNECTION_REUSE_ENABLED: '1',
+    LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'error',
+  };
+  const coordinator = spawn(process.execPath, [require.resolve('@rekey/coordinator')], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  const api = httpClient(`http://127.0.0.1:${port}`, token);
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (coordinator.exitCode !== null) throw new Error(`coordinator exited with ${coordinator.exitCode}`);
+    if (i > 300) throw new Error('coordinator did not become healthy in 30 s');
+    await sleep(100);
+  }
+  const workers = Array.from({ length: o.workers }, () => spawn(process.execPath, [require.resolve('@rekey/worker')], { env, stdio: ['ignore', 'inherit', 'inherit'] }));
+  const all = () => [coordinator, ...workers];
+  return {
+    api,
+    async request(method, path, body) {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`coordinator ${method} ${path}: ${res.status} ${text.slice(0, 200)}`);
+      return JSON.parse(text);
+    },
+    coordinator,
+    workers,
+    prefix,
+    async waitSettled(id, timeoutMs) {
+      const until = Date.now() + timeoutMs;
+      while (Date.now() < until) {
+        const m = await api.get(id);
+        if (['ready', 'blocked', 'paused', 'finalized', 'failed', 'cancelled'].includes(m.state)) return m.state;
+        await sleep(100);
+      }
+      throw new Error(`migration ${id} did not settle in ${timeoutMs} ms`);
+    },
+    async waitProcessed(id, n, timeoutMs) {
+      const until = Date.now() + timeoutMs;
+      while (Date.now() < until) {
+        const st = await api.status(id);
+        if (st.totals.processed >= n) return;
+        if (['blocked', 'paused', 'failed', 'cancelled'].includes(st.migration.state)) throw new Error(`migration ${id} is ${st.migration.state}: ${st.migration.reason ?? ''}`);
+        await sleep(100);
+      }
+      throw new Error(`migration ${id} did not process ${n} items in ${timeoutMs} ms`);
+    },
+    async stop() {
+      for (const c of all()) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+      await Promise.all(all().map(async (c) => {
+        if (c.exitCode !== null || c.signalCode !== null) return;
+        await Promise.race([new Promise((r) => c.once('exit', r)), sleep(15_000)]);
+        if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+      }));
+      const redis = new Redis(o.redisUrl);
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await redis.unlink(...keys);
+      } while (cursor !== '0');
+      await redis.quit();
+    },
+  };
+}
+
+export async function createKey(kms: KMSClient, description: string): Promise<string> {
+  return (await kms.send(new CreateKeyCommand({ Description: description }))).KeyMetadata!.Arn!;
+}
+
+/** Runs `fn` over `n` indexes with bounded concurrency. */
+export async function times(n: number, concurrency: number, fn: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(n, concurrency) }, async () => {
+    while (next < n) await fn(next++);
+  }));
+}
+
+/**
+ * Writes `n` envelope objects (S3 Encryption Client v2 metadata with a KMS-wrapped data key)
+ * under `keyId`. Each of 256 templates is written by the envelope client; the other objects
+ * copy a template's body and metadata with one PutObject each, so seeding costs one call per item.
+ */
+export async function seedEnvelope(aws: AwsChild, bucket: string, keyId: string, n: number): Promise<void> {
+  const s3 = aws.s3();
+  const kms = aws.kms();
+  await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  const envelope = createEnvelopeClient({ kms: { client: kms } });
+  const key = (i: number) => `e/${String(i).padStart(7, '0')}`;
+  const templates = Math.min(n, 256);
+  await times(templates, 32, async (i) => {
+    await envelope.putObject(s3, { Bucket: bucket, Key: key(i), Body: Buffer.from(`benchmark item ${i}`), keyId, context: { app: 'bench' } });
+  });
+  const copies = await Promise.all(Array.from({ length: templates }, async (_, i) => {
+    const o = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key(i) }));
+    return { body: await o.Body!.transformToByteArray(), metadata: o.Metadata ?? {} };
+  }));
+  await times(n - templates, 64, async (j) => {
+    const i = templates + j;
+    const t = copies[i % templates]!;
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key(i), Body: t.body, Metadata: t.metadata }));
+  });
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** True when this module is the script node was started with (not imported by run.ts). */
+export function isMain(metaUrl: string): boolean {
+  return process.argv[1] !== undefined && fileURLToPath(metaUrl) === process.argv[1];
+}
+
+/** What each benchmark returns to run.ts: its printed report and its final line. */
+export interface BenchResult {
+  readonly report: string;
+  readonly line: string;
+  readonly ok: boolean;
+}
