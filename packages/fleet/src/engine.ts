@@ -140,6 +140,8 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   const actor = opts.actor ?? `engine:${hostname()}:${process.pid}`;
   const keys = redisKeys(opts.prefix ?? 'rekey:');
   const redis = new Redis(opts.redisUrl, { maxRetriesPerRequest: 3, enableOfflineQueue: true });
+  // ioredis reconnects by itself; without a listener each failed attempt is an unhandled error event.
+  redis.on('error', (err: Error) => logger.warn({ err: err.message }, 'Redis connection error'));
   await redis.ping().catch((err: unknown) => {
     redis.disconnect();
     throw new FleetError('redis-unavailable', `Redis is not reachable at ${opts.redisUrl}: ${(err as Error).message}`);
@@ -412,7 +414,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
 
     async pause(id, who, reason) {
       const m = await must(id);
-      if (!['enumerating', 'running', 'verifying', 'ready', 'blocked', 'created'].includes(m.state)) {
+      if (!['enumerating', 'running', 'verifying', 'ready', 'blocked'].includes(m.state)) {
         throw new FleetError('invalid-state', `migration ${id} is ${m.state} and can't be paused`);
       }
       return store.transition(id, 'paused', { actor: who, reason: reason ?? 'paused by operator' });

@@ -186,7 +186,8 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     });
     metrics?.batchDone((performance.now() - started) / 1000, data.mode === 'reencrypt' && recorded ? outcomes : [], m.id, data.source);
 
-    if (data.mode === 'reencrypt' && recorded) {
+    // Only a batch with failures can push the failure rate over the threshold: others skip the read.
+    if (data.mode === 'reencrypt' && recorded && failures.length > 0) {
       const totals = await store.counters(m.id, m.spec.sources.map((s) => s.name));
       const rate = failureRate(Object.values(totals));
       const processed = Object.values(totals).reduce((n, c) => n + c.reencrypted + c['already-current'] + c['not-in-scope'] + c.gone + c.conflict + c.failed, 0);
