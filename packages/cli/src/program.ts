@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { loadConfig } from '@rekey/core';
-import { createEngine } from '@rekey/fleet';
+import { createEngine, engineOptionsFromConfig } from '@rekey/fleet';
 import { engineClient, httpClient, type RekeyClient } from './client.js';
 import { CliError, EXIT } from './errors.js';
 import { specFromFlags, type MigrateFlags } from './spec-input.js';
@@ -25,13 +25,7 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 export async function clientFor(g: GlobalOpts): Promise<RekeyClient> {
   if (g.local) {
     const config = loadConfig({ env: process.env, role: 'cli' });
-    const engine = await createEngine({
-      redisUrl: config.redis.url,
-      prefix: config.redis.prefix,
-      aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
-      ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
-      actor: `cli:${process.env['USER'] ?? 'local'}`,
-    });
+    const engine = await createEngine(engineOptionsFromConfig(config, undefined, `cli:${process.env['USER'] ?? 'local'}`));
     return engineClient(engine, `cli:${process.env['USER'] ?? 'local'}`);
   }
   const url = process.env['REKEY_API_URL'] ?? 'http://127.0.0.1:8080';
@@ -77,13 +71,7 @@ export function buildProgram(): Command {
       const spec = await specFromFlags(f);
       if (g().local) {
         const config = loadConfig({ env: process.env, role: 'cli' });
-        const engine = await createEngine({
-          redisUrl: config.redis.url,
-          prefix: config.redis.prefix,
-          aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
-          ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
-          actor: `cli:${process.env['USER'] ?? 'local'}`,
-        });
+        const engine = await createEngine(engineOptionsFromConfig(config, undefined, `cli:${process.env['USER'] ?? 'local'}`));
         const client = engineClient(engine, `cli:${process.env['USER'] ?? 'local'}`);
         const coordinator = engine.startCoordinator({ tickMs: 250 });
         const worker = engine.startWorker({ concurrency: Number(f.workers) || 2 });

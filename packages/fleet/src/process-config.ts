@@ -1,0 +1,63 @@
+import { readFile } from 'node:fs/promises';
+import pino, { type Logger } from 'pino';
+import { loadConfig, ValidationError, type Config, type ConfigRole } from '@rekey/core';
+import type { EngineOptions } from './engine.js';
+
+/** Fields pino redacts in every Rekey process: key material, ciphertext and credentials. */
+const REDACT = ['*.ciphertext', '*.plaintext', '*.CiphertextBlob', '*.Plaintext', '*.token', '*.secretAccessKey'];
+
+/** The JSON logger of a Rekey process (`LOG_LEVEL`, default info), redacting secrets. */
+export function processLogger(extraRedact: readonly string[] = []): Logger {
+  return pino({ level: process.env['LOG_LEVEL'] ?? 'info', redact: { paths: [...REDACT, ...extraRedact], censor: '[redacted]' } });
+}
+
+/**
+ * Loads a process's config from env and the optional YAML file named by `--config` or
+ * `REKEY_CONFIG`. On bad config it prints one line per problem and exits with status 2.
+ */
+export async function loadProcessConfig(role: ConfigRole, argv: readonly string[] = process.argv, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  const at = argv.indexOf('--config');
+  const path = at >= 0 ? argv[at + 1] : env['REKEY_CONFIG'];
+  try {
+    const yamlText = path ? await readFile(path, 'utf8') : undefined;
+    return loadConfig({ ...(yamlText !== undefined ? { yamlText } : {}), env, role });
+  } catch (err) {
+    const problems = err instanceof ValidationError ? err.problems : [(err as Error).message];
+    for (const p of problems) console.error(`config: ${p}`);
+    process.exit(2);
+  }
+}
+
+/** The engine options every process derives from config the same way (Redis, AWS, KMS budget). */
+export function engineOptionsFromConfig(config: Config, logger: Logger | undefined, actor: string): EngineOptions {
+  return {
+    redisUrl: config.redis.url,
+    prefix: config.redis.prefix,
+    aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
+    ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
+    ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
+    kmsMinRps: config.kms.minRps,
+    kmsAimd: config.kms.aimd,
+    ...(logger ? { logger } : {}),
+    actor,
+  };
+}
+
+/** Runs `close` once on SIGTERM or SIGINT, then exits 0. */
+export function closeOnSignals(logger: Logger, message: string, close: () => Promise<void>): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, message);
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err: (err as Error).message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
