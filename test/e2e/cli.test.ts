@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { EncryptCommand } from '@aws-sdk/client-kms';
 import { redisKeys } from '@rekey/fleet';
 import { createTestRedis, createTestSchema, type TestSchema } from '@rekey/testing';
@@ -106,7 +109,7 @@ describe('the rekey CLI against a running coordinator', () => {
     }
   });
 
-  it('`rekey report` has spec, keys, counts, failures, gate and audit as json and md, and counts and failures as csv', async () => {
+  it('`rekey report` has spec, keys, times, counts, failures, gate and audit as json, md and csv', async () => {
     const json = await rekey(['report', failing, '--format', 'json']);
     const md = await rekey(['report', failing, '--format', 'md']);
     const csv = await rekey(['report', failing, '--format', 'csv']);
@@ -128,9 +131,22 @@ describe('the rekey CLI against a running coordinator', () => {
     expect(md.stdout).toContain('## Failures (1)');
     expect(md.stdout).toMatch(/## Audit log \(chain intact\)/);
     expect(md.stdout).toContain('"table": "secrets"');
-    expect(csv.stdout.split('\n')[0]).toBe('source,kind,discovered,reencrypted,already-current,not-in-scope,gone,conflict,failed');
-    expect(csv.stdout.split('\n')[1]).toBe('rows,postgres,5,4,0,0,0,0,1');
-    expect(csv.stdout).toContain('id,source,item,code,reason,acked');
+    const [header, ...rows] = parseCsv(csv.stdout);
+    expect(header).toEqual(['section', 'id', 'time', 'source', 'name', 'value', 'detail']);
+    const find = (section: string, name: string, source = '') => rows.filter((r) => r[0] === section && r[4] === name && (source === '' || r[3] === source));
+    expect(find('migration', 'state')[0]?.[5]).toBe('blocked');
+    expect(find('migration', 'createdAt')[0]?.[2]).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(find('key', 'from').map((r) => r[5])).toEqual([oldKey]);
+    expect(find('key', 'to').map((r) => r[5])).toEqual([newKey]);
+    expect(JSON.parse(find('spec', 'json')[0]?.[5] ?? '{}')).toMatchObject({ sources: [{ table: 'secrets' }] });
+    expect(find('count', 'discovered', 'rows')[0]?.[5]).toBe('5');
+    expect(find('count', 'reencrypted', 'rows')[0]?.[5]).toBe('4');
+    expect(find('count', 'failed', 'rows')[0]?.[5]).toBe('1');
+    expect(find('gate', 'ready')[0]?.[5]).toBe('false');
+    expect(rows.filter((r) => r[0] === 'gate' && r[5] === 'false' && r[4] !== 'ready').length).toBeGreaterThan(0);
+    expect(rows.filter((r) => r[0] === 'failure')).toEqual([[expect.any(String), expect.any(String), '', 'rows', expect.any(String), expect.any(String), expect.any(String)]]);
+    expect(find('audit-chain', 'intact')).toHaveLength(1);
+    expect(find('audit', 'migration.created')).toHaveLength(1);
   });
 
   it('`rekey ack --all --reason` makes the failures condition green and the migration ready', async () => {
@@ -144,6 +160,33 @@ describe('the rekey CLI against a running coordinator', () => {
     const gate = await stack.api.gate(failing);
     expect(gate.conditions.find((c) => c.name === 'no-unacknowledged-failures')).toMatchObject({ ok: true, detail: '1 failures, all acknowledged' });
     expect((await stack.api.audit(failing)).entries.find((e) => e.type === 'failure.acked')?.data).toMatchObject({ all: true, reason: 'row 5 holds test garbage' });
+  });
+
+  it('`rekey audit <id> --jsonl` exports the log, and `rekey audit --verify --file` checks a copy offline', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'rekey-audit-'));
+    try {
+      const exported = await rekey(['audit', failing, '--jsonl']);
+      expect(exported.code).toBe(0);
+      const lines = exported.stdout.trim().split('\n');
+      expect(JSON.parse(lines[0]!)).toMatchObject({ type: 'migration.created', prev: '', hash: expect.stringMatching(/^[0-9a-f]{64}$/) });
+      await writeFile(join(dir, 'good.jsonl'), exported.stdout);
+      await writeFile(join(dir, 'bad.jsonl'), exported.stdout.replace(/"actor":"[^"]*"/, '"actor":"forged"'));
+      await writeFile(join(dir, 'junk.jsonl'), 'not json\n');
+
+      const good = await rekey(['audit', '--verify', '--file', join(dir, 'good.jsonl')]);
+      const bad = await rekey(['audit', '--verify', '--file', join(dir, 'bad.jsonl')]);
+      const junk = await rekey(['audit', '--verify', '--file', join(dir, 'junk.jsonl')]);
+      const missing = await rekey(['audit', '--verify', '--file', join(dir, 'nope.jsonl')]);
+
+      expect([good.code, bad.code, junk.code, missing.code]).toEqual([0, 1, 2, 2]);
+      expect(good.stdout).toContain(`is intact (${lines.length} entries)`);
+      expect(bad.stdout).toContain('is BROKEN at');
+      expect(bad.stdout).toContain('entry content does not match its hash');
+      expect(junk.stderr.trim()).toMatch(/--file .*junk\.jsonl: line 1: not JSON$/);
+      expect(missing.stderr.trim()).toMatch(/--file .*nope\.jsonl: no such file$/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('`rekey audit <id> --verify` passes on an intact chain and exits 1 on a tampered entry', async () => {
@@ -189,3 +232,32 @@ describe('the rekey CLI against a running coordinator', () => {
     expect((await stack.api.get(m.id)).state).toBe('ready');
   });
 });
+
+/** RFC 4180 CSV (quoted fields may hold commas, quotes and line breaks). */
+function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [];
+  let field = '';
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (quoted) {
+      if (ch === '"' && text[i + 1] === '"') {
+        field += '"';
+        i++;
+      } else if (ch === '"') quoted = false;
+      else field += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ',') {
+      row.push(field);
+      field = '';
+    } else if (ch === '\n') {
+      row.push(field);
+      rows.push(row);
+      row = [];
+      field = '';
+    } else field += ch;
+  }
+  if (field !== '' || row.length) rows.push([...row, field]);
+  return rows;
+}

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DescribeKeyCommand, DecryptCommand, EncryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { CreateBucketCommand, GetObjectCommand } from '@aws-sdk/client-s3';
+import { parseAuditJsonl, verifyAuditChain } from '@rekey/fleet';
 import { startStack, freePort, type Stack } from './harness.js';
 import { createKey, seedSseObjects } from './seed.js';
 
@@ -36,7 +38,8 @@ describe('old-key usage, the gate, /metrics and finalize across processes', () =
     oldKey = await createKey(stack.kms, 'old');
     await seedSseObjects(stack.s3, 'e2e-gate', oldKey, 30);
     newKey = await createKey(stack.kms, 'new');
-    const m = await stack.api.create({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket: 'e2e-gate' }], from: [oldKey], to: newKey, options: { batchSize: 10 } });
+    await stack.s3.send(new CreateBucketCommand({ Bucket: 'e2e-gate-audit' }));
+    const m = await stack.api.create({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket: 'e2e-gate' }], from: [oldKey], to: newKey, auditBucket: 'e2e-gate-audit', options: { batchSize: 10 } });
     id = m.id;
     await stack.waitForState(id, ['ready', 'blocked', 'paused']);
   });
@@ -115,5 +118,20 @@ describe('old-key usage, the gate, /metrics and finalize across processes', () =
     expect(audit.entries.map((e) => e.type)).toContain('state.changed');
     expect(audit.entries.some((e) => e.type === 'state.changed' && (e.data as { to?: string }).to === 'blocked')).toBe(true);
     expect((await stack.api.get(id)).state).toBe('finalized');
+  });
+
+  it('writes the audit log of the finalized migration to its auditBucket as JSONL', async () => {
+    let exported = (await stack.api.get(id)).auditExport;
+    for (let i = 0; i < 100 && !exported; i++) {
+      await sleep(200);
+      exported = (await stack.api.get(id)).auditExport;
+    }
+    const text = await (await stack.s3.send(new GetObjectCommand({ Bucket: 'e2e-gate-audit', Key: `rekey/audit/${id}.jsonl` }))).Body!.transformToString();
+    const entries = parseAuditJsonl(text);
+
+    expect(exported).toMatchObject({ bucket: 'e2e-gate-audit', entries: entries.length, head: entries.at(-1)!.hash });
+    expect(verifyAuditChain(entries).ok).toBe(true);
+    expect(entries.map((e) => e.type)).toEqual(expect.arrayContaining(['migration.created', 'key.disabled']));
+    expect(entries.at(-1)).toMatchObject({ type: 'state.changed', data: expect.objectContaining({ to: 'finalized' }) });
   });
 });

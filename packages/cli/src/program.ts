@@ -1,11 +1,11 @@
 import { Command, Option } from 'commander';
 import { loadConfig } from '@rekey/core';
-import { createEngine, engineOptionsFromConfig } from '@rekey/fleet';
+import { readFile } from 'node:fs/promises';
+import { auditJsonl, createEngine, engineOptionsFromConfig, failuresCsv, parseAuditJsonl, verifyAuditChain } from '@rekey/fleet';
 import { engineClient, httpClient, type RekeyClient } from './client.js';
 import { CliError, EXIT } from './errors.js';
 import { specFromFlags, type MigrateFlags } from './spec-input.js';
 import { statusLines, watchStatus } from './render.js';
-import { failuresCsv } from '@rekey/fleet';
 import { runDemo } from './commands/demo.js';
 import { buildReport, type ReportFormat } from './commands/report.js';
 import { registerBudgetCommand } from './commands/budget.js';
@@ -189,23 +189,41 @@ export function buildProgram(): Command {
     );
 
   program
-    .command('audit <id>')
-    .description('print the audit log')
+    .command('audit [id]')
+    .description('print the audit log of a migration or rotation, or check one (also an exported JSONL file)')
     .option('--verify', 'check the hash chain; exit 1 when it is broken')
-    .action((id: string, o: { verify?: boolean }) =>
-      withClient(g(), async (c) => {
-        const a = await c.audit(id);
-        if (o.verify) {
-          if (a.verification.ok) console.log(`audit chain of ${id} is intact (${a.verification.entries} entries)`);
-          else {
-            console.log(`audit chain of ${id} is BROKEN at ${a.verification.brokenAt}: ${a.verification.reason}`);
-            process.exitCode = EXIT.failure;
-          }
-          return;
+    .option('--jsonl', 'print the log as JSONL, one entry with its id and hash per line (what auditBucket receives)')
+    .option('--file <path>', 'with --verify: check an exported JSONL file offline, no coordinator needed')
+    .action(async (id: string | undefined, o: { verify?: boolean; jsonl?: boolean; file?: string }) => {
+      const report = (name: string, v: ReturnType<typeof verifyAuditChain>) => {
+        if (v.ok) console.log(`audit chain of ${name} is intact (${v.entries} entries)`);
+        else {
+          console.log(`audit chain of ${name} is BROKEN at ${v.brokenAt}: ${v.reason}`);
+          process.exitCode = EXIT.failure;
         }
-        for (const e of a.entries) console.log(`${e.ts}\t${e.actor}\t${e.type}\t${JSON.stringify(e.data)}`);
-      }),
-    );
+      };
+      if (o.file !== undefined) {
+        if (!o.verify) throw new CliError('--file needs --verify', EXIT.usage);
+        const text = await readFile(o.file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+          throw new CliError(`--file ${o.file}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`, EXIT.usage);
+        });
+        let entries;
+        try {
+          entries = parseAuditJsonl(text);
+        } catch (err) {
+          throw new CliError(`--file ${o.file}: ${(err as Error).message}`, EXIT.usage);
+        }
+        report(o.file, verifyAuditChain(entries));
+        return;
+      }
+      if (id === undefined) throw new CliError('audit needs a migration or rotation id (or --verify --file <path>)', EXIT.usage);
+      await withClient(g(), async (c) => {
+        const a = await c.audit(id);
+        if (o.verify) report(id, a.verification);
+        else if (o.jsonl) process.stdout.write(auditJsonl(a.entries));
+        else for (const e of a.entries) console.log(`${e.ts}\t${e.actor}\t${e.type}\t${JSON.stringify(e.data)}`);
+      });
+    });
 
   program
     .command('report <id>')

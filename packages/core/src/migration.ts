@@ -35,6 +35,23 @@ export interface Migration {
   readonly verifyEnumeratedAt?: string | undefined;
   readonly verifiedAt?: string | undefined;
   readonly finishedAt?: string | undefined;
+  /** Where the audit log was written when the migration ended (`spec.auditBucket`). */
+  readonly auditExport?: AuditExport | undefined;
+  /** Why the last audit export attempt failed (retried by the coordinator). */
+  readonly auditExportError?: string | undefined;
+}
+
+/** An audit log written to S3 as JSONL at the end of a migration. */
+export interface AuditExport {
+  readonly bucket: string;
+  readonly key: string;
+  /** Entries in the file. */
+  readonly entries: number;
+  /** Hash of the last entry in the file (the chain head at export). */
+  readonly head: string;
+  /** SHA-256 (hex) of the file. */
+  readonly sha256: string;
+  readonly at: string;
 }
 
 /** The item outcome counter fields, in report order (the same as `OUTCOMES`). */

@@ -76,26 +76,63 @@ export function createAuditLog(redis: Redis, keys: RedisKeys): AuditLog {
 
     async verify(id) {
       const rows = await redis.xrange(keys.audit(id), '-', '+');
-      let prev = '';
-      let n = 0;
+      const entries: StoredAuditEntry[] = [];
       for (const [sid, fields] of rows) {
-        n++;
-        let e: StoredAuditEntry;
         try {
-          e = parseRow(sid, fields);
+          entries.push(parseRow(sid, fields));
         } catch (err) {
-          return { ok: false, entries: n, brokenAt: sid, reason: (err as Error).message };
+          return { ok: false, entries: entries.length + 1, brokenAt: sid, reason: (err as Error).message };
         }
-        if (e.prev !== prev) return { ok: false, entries: n, brokenAt: sid, reason: 'prev does not match the hash of the entry before it (an entry was removed or reordered)' };
-        const { id: _id, hash, ...body } = e;
-        if (auditHash(body) !== hash) return { ok: false, entries: n, brokenAt: sid, reason: 'entry content does not match its hash (the entry was changed)' };
-        prev = hash;
       }
-      const head = (await redis.get(keys.auditHead(id))) ?? '';
-      if (head !== prev) return { ok: false, entries: n, brokenAt: 'head', reason: 'the chain head does not match the last entry (entries were removed from the end)' };
-      return { ok: true, entries: n };
+      return verifyAuditChain(entries, (await redis.get(keys.auditHead(id))) ?? '');
     },
   };
+}
+
+/**
+ * Checks a chain of entries: each `prev` is the hash of the entry before it, each hash matches
+ * its entry, and the last hash is `head` (when given: entries removed from the end).
+ */
+export function verifyAuditChain(entries: readonly StoredAuditEntry[], head?: string): AuditVerification {
+  let prev = '';
+  let n = 0;
+  for (const e of entries) {
+    n++;
+    if (e.prev !== prev) return { ok: false, entries: n, brokenAt: e.id, reason: 'prev does not match the hash of the entry before it (an entry was removed or reordered)' };
+    const { id: _id, hash, ...body } = e;
+    if (auditHash(body) !== hash) return { ok: false, entries: n, brokenAt: e.id, reason: 'entry content does not match its hash (the entry was changed)' };
+    prev = hash;
+  }
+  if (head !== undefined && head !== prev) return { ok: false, entries: n, brokenAt: 'head', reason: 'the chain head does not match the last entry (entries were removed from the end)' };
+  return { ok: true, entries: n };
+}
+
+/**
+ * Reads an exported audit log (JSONL, one stored entry per line, as written to `auditBucket` and
+ * by `rekey audit <id> --jsonl`).
+ *
+ * @throws Error naming the line when a line is not an audit entry.
+ */
+export function parseAuditJsonl(text: string): StoredAuditEntry[] {
+  const out: StoredAuditEntry[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let o: unknown;
+    try {
+      o = JSON.parse(line);
+    } catch {
+      throw new Error(`line ${i + 1}: not JSON`);
+    }
+    if (!o || typeof o !== 'object') throw new Error(`line ${i + 1}: not an object`);
+    const r = o as Record<string, unknown>;
+    if (typeof r['id'] !== 'string' || typeof r['hash'] !== 'string') throw new Error(`line ${i + 1}: lacks id or hash`);
+    try {
+      out.push(entryOf(r['id'], r['hash'], r));
+    } catch (err) {
+      throw new Error(`line ${i + 1}: ${(err as Error).message}`);
+    }
+  });
+  return out;
 }
 
 function parseRow(sid: string, fields: string[]): StoredAuditEntry {
@@ -106,7 +143,10 @@ function parseRow(sid: string, fields: string[]): StoredAuditEntry {
   if (!raw || !hash) throw new Error(`audit entry ${sid} is missing its entry or hash field`);
   const parsed: unknown = JSON.parse(raw);
   if (!parsed || typeof parsed !== 'object') throw new Error(`audit entry ${sid} is not an object`);
-  const o = parsed as Record<string, unknown>;
+  return entryOf(sid, hash, parsed as Record<string, unknown>);
+}
+
+function entryOf(sid: string, hash: string, o: Record<string, unknown>): StoredAuditEntry {
   if (typeof o['ts'] !== 'string' || typeof o['actor'] !== 'string' || typeof o['type'] !== 'string' || typeof o['prev'] !== 'string') {
     throw new Error(`audit entry ${sid} lacks ts, actor, type or prev`);
   }

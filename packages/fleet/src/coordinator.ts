@@ -10,6 +10,13 @@ export interface CoordinatorDeps {
   readonly actor: string;
   /** Computes the gate and moves a verified migration to ready or blocked (and finalizes when asked). */
   readonly settle: (m: Migration) => Promise<void>;
+  /**
+   * Writes a finished migration's audit log to its `auditBucket` (only called when it has one and
+   * no export yet); false when it is too early (tried again on the next tick).
+   */
+  readonly exportAudit?: (m: Migration) => Promise<boolean>;
+  /** How long a failed audit export waits before it is tried again. @defaultValue 30000 */
+  readonly exportRetryMs?: number;
   /** How often the loop looks at every migration. @defaultValue 500 */
   readonly tickMs?: number;
 }
@@ -28,6 +35,19 @@ export function createCoordinator(deps: CoordinatorDeps) {
   let timer: NodeJS.Timeout | undefined;
   let ticking: Promise<void> | undefined;
   let stopped = false;
+  const exportRetryAt = new Map<string, number>();
+
+  async function maybeExport(m: Migration): Promise<void> {
+    if (!deps.exportAudit || !m.spec.auditBucket || m.auditExport) return;
+    if ((exportRetryAt.get(m.id) ?? 0) > Date.now()) return;
+    if (!(await enumerator.holdLease(m.id))) return;
+    try {
+      if (await deps.exportAudit(m)) exportRetryAt.delete(m.id);
+    } catch (err) {
+      exportRetryAt.set(m.id, Date.now() + (deps.exportRetryMs ?? 30_000));
+      logger.error({ migration: m.id, bucket: m.spec.auditBucket, err: (err as Error).message }, 'audit export failed; retrying later');
+    }
+  }
 
   function startPass(m: Migration, mode: PassMode): void {
     const running = passes.get(m.id);
@@ -105,6 +125,7 @@ export function createCoordinator(deps: CoordinatorDeps) {
       if (isTerminal(m.state) || m.state === 'paused') {
         const p = passes.get(m.id);
         p?.abort.abort();
+        if (isTerminal(m.state)) await maybeExport(m);
         continue;
       }
       try {

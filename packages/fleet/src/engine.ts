@@ -23,6 +23,7 @@ import {
 import { createKmsGateway, type KmsGateway } from '@rekey/kms';
 import { createSource } from '@rekey/sources';
 import { canonicalJson, createAuditLog, type AuditLog } from './audit.js';
+import { checkAuditBucket, exportAudit } from './audit-export.js';
 import { createFleetBudget, type FleetBudget } from './budget.js';
 import { createCoordinator } from './coordinator.js';
 import { createEnumerator } from './enumerator.js';
@@ -301,6 +302,21 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     return { disabled, skipped, scheduledDeletion: scheduled, forced: !gate.ready };
   }
 
+  /** Writes a finished migration's audit log to its auditBucket and records where (or why not). */
+  async function exportAuditOf(m: Migration): Promise<boolean> {
+    try {
+      const rec = await exportAudit({ s3, audit }, m);
+      if (!rec) return false;
+      await store.patch(m.id, { auditExport: rec, auditExportError: undefined });
+      await audit.append(m.id, { actor, type: 'audit.exported', data: { ...rec } });
+      logger.info({ migration: m.id, bucket: rec.bucket, key: rec.key, entries: rec.entries }, 'audit log exported');
+      return true;
+    } catch (err) {
+      await store.patch(m.id, { auditExportError: (err as Error).message });
+      throw err;
+    }
+  }
+
   async function settle(m: Migration): Promise<void> {
     const gate = await gateOf(m);
     metrics.gateReady.set({ migration: m.id }, gate.ready ? 1 : 0);
@@ -394,6 +410,10 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         } catch (err) {
           problems.push(`source ${s.name}: ${(err as Error).message}`);
         }
+      }
+      if (spec.auditBucket) {
+        const why = await checkAuditBucket(s3, spec.auditBucket);
+        if (why) problems.push(why);
       }
       if (problems.length) throw new ValidationError(problems);
       await store.create(m, who);
@@ -498,7 +518,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
             await settle((await store.get(m.id)) ?? m);
           }
         : settle;
-      const coordinator = createCoordinator({ store, enumerator, logger, actor, settle: settleFresh, tickMs: c.tickMs ?? 500 });
+      const coordinator = createCoordinator({ store, enumerator, logger, actor, settle: settleFresh, exportAudit: exportAuditOf, tickMs: c.tickMs ?? 500 });
       coordinator.start();
       monitor?.start();
       let intake: ReturnType<typeof createIntake> | undefined;

@@ -4,7 +4,8 @@ export { buildApi, requestToken } from './api.js';
 export type { ApiOptions } from './api.js';
 export { redisKeys } from './keys.js';
 export type { RedisKeys } from './keys.js';
-export { createAuditLog, auditHash, canonicalJson } from './audit.js';
+export { createAuditLog, auditHash, canonicalJson, verifyAuditChain, parseAuditJsonl } from './audit.js';
+export { auditExportKey, auditJsonl, exportAudit } from './audit-export.js';
 export type { AuditLog, AuditEntry, StoredAuditEntry, AuditVerification } from './audit.js';
 export { computeGate } from './gate.js';
 export type { GateResult, GateCondition, OldKeyUsage } from './gate.js';
@@ -19,7 +20,7 @@ export type { MetricsSource, MetricsServerOptions } from './metrics-exporter.js'
 export { createUsageMonitor, classifyEvent, createRateGate, MONITORED_STATES } from './usage-monitor.js';
 export type { UsageMonitor, UsageMonitorDeps, ClassifiedUse, UseKind } from './usage-monitor.js';
 export type { MigrationStatus, SourceStatus } from './status.js';
-export { failuresCsv } from './report.js';
+export { failuresCsv, csvField } from './report.js';
 export { FleetError, FLEET_ERROR_CODES } from './errors.js';
 export type { FleetErrorCode } from './errors.js';
 export { loadScripts } from './scripts.js';

@@ -28,7 +28,11 @@ export async function loadProcessConfig(role: ConfigRole, argv: readonly string[
   }
 }
 
-/** The engine options every process derives from config the same way (Redis, AWS, KMS budget). */
+/**
+ * The engine options every process derives from config the same way (Redis, AWS, KMS budget and
+ * the gate's usage monitor and quiet window), so `rekey --local` judges the gate as the
+ * coordinator does.
+ */
 export function engineOptionsFromConfig(config: Config, logger: Logger | undefined, actor: string): EngineOptions {
   return {
     redisUrl: config.redis.url,
@@ -38,6 +42,9 @@ export function engineOptionsFromConfig(config: Config, logger: Logger | undefin
     ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
     kmsMinRps: config.kms.minRps,
     kmsAimd: config.kms.aimd,
+    monitorUsage: config.gate.monitorUsage,
+    quietWindowSeconds: config.gate.quietWindowSeconds ?? 'per-migration',
+    usageMonitor: { intervalMs: config.gate.monitorIntervalSeconds * 1000 },
     ...(logger ? { logger } : {}),
     actor,
   };

@@ -1,6 +1,7 @@
 import type { FailureRecord } from './store.js';
 
-function csvField(v: string): string {
+/** One CSV field, quoted when it holds a comma, quote or line break (RFC 4180). */
+export function csvField(v: string): string {
   return /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
 }
 

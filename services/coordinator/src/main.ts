@@ -24,9 +24,6 @@ async function main(): Promise<void> {
   }
   const engine = await createEngine({
     ...engineOptionsFromConfig(config, logger, `coordinator:${process.pid}`),
-    monitorUsage: config.gate.monitorUsage,
-    quietWindowSeconds: config.gate.quietWindowSeconds ?? 'per-migration',
-    usageMonitor: { intervalMs: config.gate.monitorIntervalSeconds * 1000 },
     ...(config.intake ? { intake: { ...config.intake, sources: config.sources ?? [], bindings: config.bindings ?? {} } } : {}),
   });
   const coordinator = engine.startCoordinator();

@@ -1,5 +1,8 @@
-import { failuresCsv } from '@rekey/fleet';
+import { csvField } from '@rekey/fleet';
 import type { RekeyClient } from '../client.js';
+
+/** The CSV report's columns: one table, a row per fact, so a spreadsheet or `grep` reads any part of it. */
+export const REPORT_CSV_COLUMNS = ['section', 'id', 'time', 'source', 'name', 'value', 'detail'] as const;
 
 export type ReportFormat = 'json' | 'csv' | 'md';
 
@@ -13,10 +16,34 @@ export async function buildReport(c: RekeyClient, id: string, format: ReportForm
     return `${JSON.stringify({ migration: m, sources: st.sources, totals: st.totals, gate: st.gate, failures, audit: audit.entries, auditChain: audit.verification }, null, 2)}\n`;
   }
   if (format === 'csv') {
-    const outcomes = Object.keys(st.totals.outcomes);
-    const rows = [['source', 'kind', 'discovered', ...outcomes].join(',')];
-    for (const s of st.sources) rows.push([s.name, s.kind, s.counters.discovered, ...outcomes.map((o) => s.counters[o as keyof typeof s.counters])].join(','));
-    return `${rows.join('\n')}\n\n${failuresCsv(failures)}`;
+    type Row = Partial<Record<(typeof REPORT_CSV_COLUMNS)[number], string | number | boolean | undefined>>;
+    const rows: Row[] = [];
+    rows.push({ section: 'migration', id: m.id, name: 'state', value: m.state, detail: m.reason });
+    const times = ['createdAt', 'startedAt', 'enumeratedAt', 'verifyStartedAt', 'verifiedAt', 'finishedAt'] as const;
+    for (const t of times) if (m[t]) rows.push({ section: 'migration', id: m.id, time: m[t], name: t });
+    for (const k of m.keys.from) rows.push({ section: 'key', id: m.id, name: 'from', value: k });
+    rows.push({ section: 'key', id: m.id, name: 'to', value: m.keys.to });
+    for (const [alias, arn] of Object.entries(m.keys.aliases ?? {})) rows.push({ section: 'key', id: m.id, name: alias, value: arn, detail: 'alias resolved at creation' });
+    rows.push({ section: 'spec', id: m.id, name: 'json', value: JSON.stringify(m.spec) });
+    for (const s of st.sources) {
+      for (const [field, n] of Object.entries(s.counters)) rows.push({ section: 'count', id: m.id, source: s.name, name: field, value: n, detail: s.kind });
+    }
+    rows.push({ section: 'gate', id: m.id, name: 'ready', value: st.gate.ready });
+    for (const g of st.gate.conditions) rows.push({ section: 'gate', id: m.id, name: g.name, value: g.ok, detail: g.detail });
+    for (const w of st.gate.warnings) rows.push({ section: 'gate', id: m.id, name: 'warning', detail: w });
+    for (const f of failures) {
+      rows.push({ section: 'failure', id: f.id, source: f.source, name: f.code, value: f.item, detail: f.acked ? `${f.reason} (acknowledged: ${f.acked})` : f.reason });
+    }
+    rows.push({
+      section: 'audit-chain',
+      id: m.id,
+      name: audit.verification.ok ? 'intact' : 'broken',
+      value: audit.verification.entries,
+      detail: audit.verification.ok ? undefined : `at ${audit.verification.brokenAt}: ${audit.verification.reason}`,
+    });
+    for (const e of audit.entries) rows.push({ section: 'audit', id: e.id, time: e.ts, name: e.type, value: e.actor, detail: JSON.stringify(e.data) });
+    const line = (r: Row) => REPORT_CSV_COLUMNS.map((c) => csvField(r[c] === undefined ? '' : String(r[c]))).join(',');
+    return `${[REPORT_CSV_COLUMNS.join(','), ...rows.map(line)].join('\n')}\n`;
   }
   const lines = [
     `# Rekey migration ${m.id}`,
