@@ -100,7 +100,7 @@ export async function budgetAdherence(): Promise<BenchResult> {
     };
     let state = '';
     try {
-      const m = await fleet.api.create({ sources: [{ name: 'rows', kind: 'postgres', schema, table: 'secrets', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { batchSize: 100, concurrency: 16 } });
+      const m = await fleet.api.create({ sources: [{ name: 'rows', kind: 'postgres', schema, table: 'secrets', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { concurrency: 16 } });
       await measure('budget 0.6 Q', 0.6 * q);
       await fleet.request('POST', '/budget', { budget: '100%' });
       await measure('budget 1.0 Q (too high)', 1.0 * q);

@@ -67,7 +67,7 @@ export async function fleetVsNaive(): Promise<BenchResult> {
     let outcomes: Record<string, number> = {};
     try {
       const tf = performance.now();
-      const m = await fleet.api.create({ sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-naive-fleet' }], from: [oldKey], to: newKey, options: { batchSize: 100, concurrency: Math.max(1, Math.round(c / 4)) } });
+      const m = await fleet.api.create({ sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-naive-fleet' }], from: [oldKey], to: newKey, options: { concurrency: Math.max(1, Math.round(c / 4)) } });
       await fleet.waitProcessed(m.id, n, 900_000);
       fleetS = (performance.now() - tf) / 1000;
       state = await fleet.waitSettled(m.id, 900_000);

@@ -11,7 +11,7 @@
  * item count while KMS (and so the limiter) is out of the loop: the limiter's commands are zero
  * here (its own cost is measured in @rekey/kms's tests: < 0.3 Redis calls per token).
  *
- *   npx tsx test/bench/scale.ts [--rows=1000000] [--batch-size=100]
+ *   npx tsx test/bench/scale.ts [--rows=1000000] [--batch-size=N]   (default: the migration default, 1000)
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -40,13 +40,16 @@ function peakRssMb(pid: number): number {
 
 export async function scale(): Promise<BenchResult> {
   const n = flag('rows', 1_000_000);
-  const batchSize = flag('batch-size', 100);
+  // 0: leave batchSize out of the spec, so the migration's default applies (pages of 100, 200, … 1000).
+  const batchSize = flag('batch-size', 0);
   const dbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
   const schema = `bench_scale_${process.pid}`;
   const port = await freePort();
   const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--maxmemory', '0'], { stdio: 'ignore' });
   const redisUrl = `redis://127.0.0.1:${port}`;
   const redis = new Redis(redisUrl, { retryStrategy: (t) => (t > 50 ? null : 100) });
+  // The server is still starting: refused connects are retried; ping() below reports a real failure.
+  redis.on('error', () => undefined);
   const pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
   const aws = await startAwsChild();
   try {
@@ -79,7 +82,7 @@ export async function scale(): Promise<BenchResult> {
         sources: [{ name: 'rows', kind: 'postgres', schema, table: 'secrets', primaryKey: ['id'], column: 'secret', keyIdColumn: 'kid' }],
         from: [oldKey],
         to: newKey,
-        options: { batchSize, concurrency: 16, dryRun: true },
+        options: { ...(batchSize > 0 ? { batchSize } : {}), concurrency: 16, dryRun: true },
       });
       let polls = 0;
       for (;;) {
@@ -110,7 +113,7 @@ export async function scale(): Promise<BenchResult> {
     const ok = rssMb <= 300 && growthMb <= 100 && perItem <= 0.2;
     const report = [
       `scale — ${machine()}`,
-      `${n} Postgres rows (seeded in ${seedS.toFixed(1)} s), dry run with a key-id column, batchSize ${batchSize}; coordinator + 2 workers (2 batches x 16 items); own redis-server on port ${port}`,
+      `${n} Postgres rows (seeded in ${seedS.toFixed(1)} s), dry run with a key-id column, batchSize ${batchSize > 0 ? batchSize : 'default (1000; first pages 100, 200, 400, 800)'}; coordinator + 2 workers (2 batches x 16 items); own redis-server on port ${port}`,
       `re-encrypt pass over all rows took ${seconds.toFixed(1)} s (${(n / seconds).toFixed(0)} items/s); state when measured: ${state}`,
       '',
       table(['measure', 'value', 'target'], [

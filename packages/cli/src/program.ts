@@ -61,7 +61,7 @@ export function buildProgram(): Command {
     .option('--source <kind:arg>', 'a source: s3-sse-kms:bucket[/prefix], s3-envelope:bucket[/prefix], postgres:[schema.]table.column?pk=id (repeatable)', collect)
     .addOption(new Option('--strategy <s>', 'strategy of s3-sse-kms sources').choices(['update-encryption', 'copy', 'multipart-copy']))
     .option('--include-versions', 'also migrate noncurrent versions (s3-sse-kms)')
-    .option('--batch-size <n>', 'items per batch')
+    .option('--batch-size <n>', 'items per batch, at most (1..1000; default 1000, first pages 100, 200, 400…)')
     .option('--concurrency <n>', 'items in flight per worker batch')
     .option('--dry-run', 'decide every outcome, write nothing')
     .option('--auto-finalize', 'disable the old keys as soon as the gate is ready')

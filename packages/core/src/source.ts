@@ -77,8 +77,12 @@ export interface Source {
   readonly kind: string;
   /** A stable, human name of the source (from the spec). */
   readonly name: string;
-  /** One cheap page of item references; no per-item KMS call. */
-  list(cursor: Cursor | null, signal: AbortSignal): Promise<Page>;
+  /**
+   * One cheap page of item references; no per-item KMS call. `limit` (at most the source's page
+   * size, which is the default) caps this page: the enumerator starts each pass with small pages
+   * and grows them, so workers start at once on big migrations that use big batches.
+   */
+  list(cursor: Cursor | null, signal: AbortSignal, limit?: number): Promise<Page>;
   /** Reads the item's current state, acts only if it is under a `from` key, and writes conditionally. */
   reencrypt(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome>;
   /** Verify mode: reads only. */

@@ -153,8 +153,11 @@ export type PostgresSourceSpec = z.output<typeof PostgresSourceSchema>;
 
 /** How a migration runs. Every field has a default. */
 export const MigrationOptionsSchema = z.strictObject({
-  /** Item references per batch job. @defaultValue 100 */
-  batchSize: z.int().min(1).max(1000).default(100),
+  /**
+   * Item references per batch job, at most. Each pass starts with pages of 100 and doubles them
+   * up to this size. @defaultValue 1000
+   */
+  batchSize: z.int().min(1).max(1000).default(1000),
   /** Items processed in parallel per worker. @defaultValue 16 */
   concurrency: z.int().min(1).max(256).default(16),
   /** Decide outcomes but write nothing and make no KMS write call. @defaultValue false */

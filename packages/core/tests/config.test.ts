@@ -67,7 +67,7 @@ intake: { queueUrl: "https://sqs.eu-west-1.amazonaws.com/111122223333/rekey", au
     expect(config.aws).toEqual({ region: 'eu-west-1' });
     expect(config.sources?.[1]).toMatchObject({ primaryKey: ['id'], format: 'kms-blob' });
     expect(config.bindings).toEqual({ 'alias/app': ['docs', 'users'] });
-    expect(config.migrations?.[0]?.options.batchSize).toBe(100);
+    expect(config.migrations?.[0]?.options.batchSize).toBe(1000);
     expect(config.intake).toEqual({
       queueUrl: 'https://sqs.eu-west-1.amazonaws.com/111122223333/rekey',
       waitSeconds: 20,

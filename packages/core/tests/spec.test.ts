@@ -28,7 +28,7 @@ describe('parseMigrationSpec', () => {
     });
 
     expect(spec.options).toEqual({
-      batchSize: 100,
+      batchSize: 1000,
       concurrency: 16,
       dryRun: false,
       failureRateThreshold: 0.05,

@@ -27,6 +27,20 @@ export interface EnumeratorDeps {
 /** Why an enumeration pass stopped. */
 export type EnumerationResult = 'done' | 'lost-lease' | 'stopped';
 
+/** The first page of a pass; each next page doubles until it reaches the migration's `batchSize`. */
+export const FIRST_PAGE = 100;
+
+/**
+ * How many items page `page` (0-based) of a pass holds at most: 100, 200, 400, … up to
+ * `batchSize`. Small first pages let every worker start within a second; big later pages keep
+ * the queue's and the store's Redis work per item low (each batch costs a fixed ~60 Redis
+ * commands, BullMQ's scripts included). It depends only on the page number, so a resumed pass
+ * continues with the same sizes.
+ */
+export function pageLimit(page: number, batchSize: number): number {
+  return Math.min(batchSize, FIRST_PAGE * 2 ** Math.min(page, 16));
+}
+
 /**
  * Enumerates the sources of one migration into batches under a leader lease: one batch per
  * page with a deterministic job id, the cursor checkpointed after each enqueue, and pauses
@@ -73,7 +87,7 @@ export function createEnumerator(deps: EnumeratorDeps) {
             await sleep(deps.backpressurePollMs ?? 250);
             if (!(await holdLease(m.id))) return 'lost-lease';
           }
-          const p = await source.list(cursor, signal);
+          const p = await source.list(cursor, signal, pageLimit(page, m.spec.options.batchSize));
           const last = p.next === null;
           if (p.items.length > 0) {
             await queue.add(

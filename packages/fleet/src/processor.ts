@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { DelayedError, type Job } from 'bullmq';
 import {
   ItemError,
@@ -91,6 +92,8 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     const options = m.spec.options;
     const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     const abort = new AbortController();
+    // Every in-flight item (and each SDK call in it) listens on this signal: up to `concurrency` x a few.
+    setMaxListeners(options.concurrency * 8 + 16, abort.signal);
     const onShutdown = () => abort.abort();
     shutdown.addEventListener('abort', onShutdown, { once: true });
     const ctx = { signal: abort.signal, migrationId: m.id, dryRun: options.dryRun };

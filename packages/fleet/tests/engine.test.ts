@@ -129,6 +129,30 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
     }
   });
 
+  it('with the default batchSize (1000), each pass starts with pages of 100 and doubles them: 2,500 rows are pages of 100, 200, 400, 800 and 1000', async () => {
+    await db.pool.query('CREATE TABLE ramp (id int PRIMARY KEY, secret bytea NOT NULL, kid text NOT NULL)');
+    await db.pool.query(`INSERT INTO ramp SELECT g, '\\x01'::bytea, $1 FROM generate_series(1, 2500) g`, [oldKey]);
+    const coordinator = engine.startCoordinator({ tickMs: 100 });
+    const worker = engine.startWorker({ concurrency: 2 });
+    try {
+      const m = await engine.createMigration(
+        { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'ramp', primaryKey: ['id'], column: 'secret', keyIdColumn: 'kid' }], from: [oldKey], to: newKey, options: { dryRun: true } },
+        'test',
+      );
+      await waitFor(m.id, ['ready', 'blocked']);
+      const st = await engine.status(m.id);
+      const jobs = (await engine.queue.queue.getJobs(['completed'])).filter((j) => j.data.migrationId === m.id && j.data.mode === 'reencrypt');
+      const sizes = jobs.sort((a, b) => a.data.page - b.data.page).map((j) => (j.data.items as unknown[]).length);
+
+      expect(m.spec.options.batchSize).toBe(1000);
+      expect(sizes).toEqual([100, 200, 400, 800, 1000]);
+      expect(st.sources[0]!.counters).toMatchObject({ discovered: 2500, batchesEnqueued: 5, batchesDone: 5, verifyDiscovered: 2500, verifyBatchesEnqueued: 5 });
+    } finally {
+      await worker.close();
+      await coordinator.close();
+    }
+  });
+
   it('AccessDenied on the target pauses the migration with that reason, and resume finishes it', async () => {
     const bucket = await bucketWith(20, oldKey);
     const target = await key('denied-target');

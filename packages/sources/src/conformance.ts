@@ -95,6 +95,27 @@ export function describeSourceConformance(name: string, factory: HarnessFactory)
       expect([...seen].sort()).toEqual(seeded.map(itemId).sort());
     });
 
+    it('list honours a smaller limit per page, and pages of growing size still enumerate every item once', async () => {
+      const seeded = await h.seed(20);
+      const seen: string[] = [];
+      const sizes: number[] = [];
+      let cursor: string | null = null;
+      // Limits as the enumerator ramps them (1, 2, 4, …), capped by the page size.
+      for (let limit = 1; ; limit *= 2) {
+        const page = await h.source.list(cursor, new AbortController().signal, limit);
+        sizes.push(page.items.length);
+        expect(page.items.length).toBeLessThanOrEqual(Math.min(limit, PAGE_SIZE));
+        seen.push(...page.items.map(itemId));
+        cursor = page.next;
+        if (cursor === null) break;
+        expect(sizes.length).toBeLessThan(20);
+      }
+
+      expect(sizes.slice(0, 3)).toEqual([1, 2, 4]);
+      expect(new Set(seen).size).toBe(seen.length);
+      expect([...seen].sort()).toEqual(seeded.map(itemId).sort());
+    });
+
     it('reencrypt moves old-key items to the target with byte-identical content', async () => {
       const items = await h.seed(3);
       const before = await Promise.all(items.map((i) => h.readPlain(i)));

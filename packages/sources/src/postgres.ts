@@ -15,6 +15,7 @@ import type { Cursor, Inspection, ItemContext, ItemOutcome, ItemRef, KeyPlan, Pa
 import { ConflictError, SourceError, classifyPgError } from './errors.js';
 import { probeBlobKey, rewrapBlob, type RewrapResult } from './rewrap.js';
 import { withConflictRetries } from './outcomes.js';
+import { limitOf } from './paging.js';
 import type { PgQueryable, SourceKms, SourceOptions } from './types.js';
 
 /** What the `postgres` source needs injected: a pool (or a connection string) and the KMS gateway. */
@@ -113,10 +114,10 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     ...(spec.contextColumn !== undefined ? [`${quoteIdent(spec.contextColumn)} AS ctx`] : []),
     ...(spec.keyIdColumn !== undefined ? [`${quoteIdent(spec.keyIdColumn)} AS kid`] : []),
   ].join(', ');
-  const listSql = (after: boolean) =>
+  const listSql = (after: boolean, limit: number) =>
     `SELECT ${pk.map((c, i) => `${quoteIdent(c)}::text AS k${i}`).join(', ')} FROM ${table}` +
     (after ? ` WHERE (${pkList}) > (${pk.map((_, i) => `$${i + 1}`).join(', ')})` : '') +
-    ` ORDER BY ${pkList} LIMIT ${pageSize}`;
+    ` ORDER BY ${pkList} LIMIT ${limit}`;
 
   async function query(op: string, text: string, values: unknown[], signal: AbortSignal) {
     signal.throwIfAborted();
@@ -215,12 +216,13 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
   return {
     kind: 'postgres',
     name: spec.name,
-    async list(cursor: Cursor | null, signal: AbortSignal): Promise<Page> {
+    async list(cursor: Cursor | null, signal: AbortSignal, limit?: number): Promise<Page> {
+      const n = limitOf(limit, pageSize);
       const after = cursor === null ? undefined : parseCursor(cursor, pk.length);
-      const res = await query('SELECT', listSql(after !== undefined), after ?? [], signal);
+      const res = await query('SELECT', listSql(after !== undefined, n), after ?? [], signal);
       const items: RowRef[] = res.rows.map((row) => ({ kind: 'row', pk: pk.map((_, i) => String(row[`k${i}`])) }));
       const last = items[items.length - 1];
-      return { items, next: items.length === pageSize && last !== undefined ? JSON.stringify(last.pk) : null };
+      return { items, next: items.length === n && last !== undefined ? JSON.stringify(last.pk) : null };
     },
     async reencrypt(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome> {
       const ref = asRow(item);

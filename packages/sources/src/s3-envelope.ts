@@ -13,6 +13,7 @@ import type { Inspection, ItemContext, ItemOutcome, ItemRef, KeyPlan, S3Envelope
 import { probeBlobKey, rewrapBlob } from './rewrap.js';
 import { asS3Item, checkS3Deps, copySourceOf, factsOf, headObject, listCurrent, pageSizeOf, sendS3, type S3ItemRef } from './s3-shared.js';
 import { withConflictRetries } from './outcomes.js';
+import { limitOf } from './paging.js';
 import type { SourceKms, SourceOptions } from './types.js';
 
 /** What the `s3-envelope` source needs injected. */
@@ -173,8 +174,8 @@ export function createS3EnvelopeSource(spec: S3EnvelopeSourceSpec, deps: S3Envel
   return {
     kind: 's3-envelope',
     name: spec.name,
-    list(cursor, signal) {
-      return listCurrent(s3, bucket, spec.prefix, pageSize, cursor, signal);
+    list(cursor, signal, limit) {
+      return listCurrent(s3, bucket, spec.prefix, limitOf(limit, pageSize), cursor, signal);
     },
     async reencrypt(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome> {
       const ref = asS3Item(item, 's3-envelope');

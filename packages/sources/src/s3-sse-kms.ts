@@ -36,6 +36,7 @@ import {
   sendS3,
   type S3ItemRef,
 } from './s3-shared.js';
+import { limitOf } from './paging.js';
 import { withConflictRetries } from './outcomes.js';
 import type { SourceKms, SourceOptions } from './types.js';
 
@@ -341,10 +342,11 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
   return {
     kind: 's3-sse-kms',
     name: spec.name,
-    list(cursor, signal) {
+    list(cursor, signal, limit) {
+      const n = limitOf(limit, pageSize);
       return spec.includeVersions
-        ? listVersions(s3, bucket, spec.prefix, pageSize, cursor, signal)
-        : listCurrent(s3, bucket, spec.prefix, pageSize, cursor, signal);
+        ? listVersions(s3, bucket, spec.prefix, n, cursor, signal)
+        : listCurrent(s3, bucket, spec.prefix, n, cursor, signal);
     },
     async reencrypt(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome> {
       const ref = asS3Item(item, 's3-sse-kms');

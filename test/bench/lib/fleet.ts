@@ -156,7 +156,9 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     AWS_NODEJS_CONNECTION_REUSE_ENABLED: '1',
     LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'error',
   };
-  const coordinator = spawn(process.execPath, [require.resolve('@rekey/coordinator')], { env, stdio: ['ignore', 'inherit', 'inherit'] });
+  // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the coordinator and workers.
+  const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+  const coordinator = spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/coordinator')], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   const api = httpClient(`http://127.0.0.1:${port}`, token);
   for (let i = 0; ; i++) {
     try {
@@ -168,7 +170,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     if (i > 300) throw new Error('coordinator did not become healthy in 30 s');
     await sleep(100);
   }
-  const workers = Array.from({ length: o.workers }, () => spawn(process.execPath, [require.resolve('@rekey/worker')], { env, stdio: ['ignore', 'inherit', 'inherit'] }));
+  const workers = Array.from({ length: o.workers }, () => spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/worker')], { env, stdio: ['ignore', 'inherit', 'inherit'] }));
   const all = () => [coordinator, ...workers];
   return {
     api,
