@@ -32,8 +32,12 @@ export async function fleetVsRaw(): Promise<BenchResult> {
     });
     await aws.admin('POST', 'latency', { op: '*', fixedMs: latencyMs });
 
+    // Every request aws-local answered, from its own counters: the machine's work in each variant.
+    const requests = async () => Object.values((await aws.admin('GET', 'counters')) as Record<string, { calls: number }>).reduce((n, x) => n + x.calls, 0);
+
     // (a) raw ReEncrypt loop at concurrency c.
     let errors = 0;
+    const ra = await requests();
     const ta = performance.now();
     await times(n, c, async (i) => {
       try {
@@ -44,6 +48,7 @@ export async function fleetVsRaw(): Promise<BenchResult> {
     });
     const rawS = (performance.now() - ta) / 1000;
     const rawRate = n / rawS;
+    const rawRequests = (await requests()) - ra;
 
     // (b) the fleet: 2 workers x 2 batches x c/4 items in flight = c.
     const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 2, budget: '1000000' });
@@ -51,11 +56,14 @@ export async function fleetVsRaw(): Promise<BenchResult> {
     let readyS = 0;
     let outcomes: Record<string, number> = {};
     let state = '';
+    let fleetRequests = 0;
     try {
+      const rb = await requests();
       const tb = performance.now();
       const m = await fleet.api.create({ sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-raw' }], from: [oldKey], to: newKey, options: { concurrency: Math.max(1, Math.round(c / 4)) } });
       await fleet.waitProcessed(m.id, n, 900_000);
       fleetS = (performance.now() - tb) / 1000;
+      fleetRequests = (await requests()) - rb;
       state = await fleet.waitSettled(m.id, 900_000);
       readyS = (performance.now() - tb) / 1000;
       const st = await fleet.api.status(m.id);
@@ -71,10 +79,12 @@ export async function fleetVsRaw(): Promise<BenchResult> {
       `fleet-vs-raw — ${machine()}`,
       `N=${n}, C=${c}, aws-local latency ${latencyMs} ms on every call, no quota; seeding took ${seedS.toFixed(1)} s`,
       '',
-      table(['variant', 'items', 'seconds', 'items/s', 'notes'], [
-        ['(a) raw ReEncrypt loop', n, rawS.toFixed(1), rawRate.toFixed(0), `${errors} errors`],
-        ['(b) fleet, 2 workers', n, fleetS.toFixed(1), fleetRate.toFixed(0), `all re-encrypted at ${fleetS.toFixed(1)} s, ${state} (verify pass done) at ${readyS.toFixed(1)} s; reencrypted ${outcomes['reencrypted'] ?? 0}, failed ${outcomes['failed'] ?? 0}`],
+      table(['variant', 'items', 'seconds', 'items/s', 'aws-local requests/s', 'notes'], [
+        ['(a) raw ReEncrypt loop', n, rawS.toFixed(1), rawRate.toFixed(0), (rawRequests / rawS).toFixed(0), `${errors} errors`],
+        ['(b) fleet, 2 workers', n, fleetS.toFixed(1), fleetRate.toFixed(0), (fleetRequests / fleetS).toFixed(0), `all re-encrypted at ${fleetS.toFixed(1)} s, ${state} (verify pass done) at ${readyS.toFixed(1)} s; reencrypted ${outcomes['reencrypted'] ?? 0}, failed ${outcomes['failed'] ?? 0}`],
       ]),
+      '',
+      `aws-local requests/s, fleet / raw: ${(fleetRequests / fleetS / (rawRequests / rawS)).toFixed(2)} (the fleet makes ${(fleetRequests / n).toFixed(2)} requests per item: HEAD, ReEncrypt, CopyObject; the raw loop 1)`,
       '',
     ].join('\n');
     const line = `bench: fleet-vs-raw ratio=${ratio.toFixed(3)} target=${TARGET} ${ok ? 'ok' : 'miss'}`;

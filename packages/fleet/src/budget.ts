@@ -79,6 +79,11 @@ export interface FleetBudget {
   limiterFor(account: string, region: string): RedisLimiter;
   /** A KMS gateway whose calls take tokens from the migration's fair share of its account's limiter. */
   gatewayFor(m: Migration): KmsGateway;
+  /**
+   * A gateway for work that belongs to no migration (app-requested item jobs): its calls take
+   * tokens from a fair share, named `participant`, of the limiter of the key's (account, Region).
+   */
+  gatewayForKey(keyArn: string, participant: string): KmsGateway;
   /** Keeps `job`'s lock extended while items of `migrationId` wait long for tokens; call the result when the batch ends. */
   holdJob(migrationId: string, job: LockableJob, token: string | undefined): () => void;
   /** Sets the operator's budget override (`null` clears it) on every limiter of `accounts`, and audits it. */
@@ -201,21 +206,31 @@ export function createFleetBudget(opts: FleetBudgetOptions): FleetBudget {
       }, opts.ratePollMs ?? 1000);
   poll?.unref();
 
+  /** One gateway per (participant, account, Region), drawing on that participant's fair share. */
+  function shareGateway(participant: string, a: { account: string; region: string }, weight: number): KmsGateway {
+    const k = `${participant}|${a.account}|${a.region}`;
+    let g = gateways.get(k);
+    if (!g) {
+      g = createKmsGateway(
+        { client: opts.kmsClient },
+        { limiter: limiterFor(a.account, a.region).forMigration(participant, weight), ...(opts.metrics ? { metrics: opts.metrics.kmsHook } : {}) },
+      );
+      gateways.set(k, g);
+    }
+    return g;
+  }
+
   return {
     home: fallback,
     limiterFor,
 
     gatewayFor(m) {
-      let g = gateways.get(m.id);
-      if (!g) {
-        const a = accountOf(m, fallback);
-        g = createKmsGateway(
-          { client: opts.kmsClient },
-          { limiter: limiterFor(a.account, a.region).forMigration(m.id, m.spec.options.weight), ...(opts.metrics ? { metrics: opts.metrics.kmsHook } : {}) },
-        );
-        gateways.set(m.id, g);
-      }
-      return g;
+      return shareGateway(m.id, accountOf(m, fallback), m.spec.options.weight);
+    },
+
+    gatewayForKey(keyArn, participant) {
+      const match = KEY_ARN.exec(keyArn);
+      return shareGateway(participant, match ? { region: match[1]!, account: match[2]! } : fallback, 1);
     },
 
     holdJob(migrationId, job, token) {

@@ -216,12 +216,17 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     },
   };
 
-  /** The source of a spec no migration holds (item jobs routed by alias), cached like the others. */
-  function sourceFor(spec: SourceSpec): Promise<Source> {
-    const k = `intake/${canonicalJson(spec)}`;
+  /**
+   * The source of a spec no migration holds (item jobs routed by alias), cached like the others.
+   * With a budget, its KMS calls take tokens from the `intake` share of the target key's account
+   * limiter, the same limiter the migrations of that account share.
+   */
+  function sourceFor(spec: SourceSpec, targetKeyArn: string): Promise<Source> {
+    const gateway = budget ? budget.gatewayForKey(targetKeyArn, 'intake') : kms;
+    const k = `intake/${budget ? `${targetKeyArn.split(':').slice(3, 5).join(':')}/` : ''}${canonicalJson(spec)}`;
     let s = built.get(k);
     if (!s) {
-      s = createSource(spec, { s3, kms, pool: poolFor(defaultDbUrl) }, { pageSize: 100 });
+      s = createSource(spec, { s3, kms: gateway, pool: poolFor(defaultDbUrl) }, { pageSize: 100 });
       built.set(k, s);
       s.catch(() => built.delete(k));
     }

@@ -40,8 +40,11 @@ export interface ItemProcessorDeps {
   readonly store: Pick<ProgressStore, 'get'>;
   /** Sources of migrations (the batch processor's registry). */
   readonly sources: SourceRegistry;
-  /** Builds (and caches) the source of a spec that no migration holds. */
-  readonly sourceFor: (spec: SourceSpec) => Promise<Source>;
+  /**
+   * Builds (and caches) the source of a spec that no migration holds; its KMS calls count against
+   * the budget of the target key's account.
+   */
+  readonly sourceFor: (spec: SourceSpec, targetKeyArn: string) => Promise<Source>;
   readonly redis: Redis;
   readonly keys: RedisKeys;
   readonly kms: Pick<KmsGateway, 'describeKey'>;
@@ -83,7 +86,7 @@ export function createItemProcessor(deps: ItemProcessorDeps) {
     await redis.sadd(setKey, target);
     const from = (await redis.smembers(setKey)).filter((k) => k !== target).sort();
     if (from.length === 0) return { outcome: 'not-in-scope', reason: `no earlier key of ${alias} is known, so there is nothing to move from` };
-    return { source: await deps.sourceFor(spec), plan: { from, to: target }, migrationId: `intake.${alias}`, dryRun: false };
+    return { source: await deps.sourceFor(spec, target), plan: { from, to: target }, migrationId: `intake.${alias}`, dryRun: false };
   }
 
   return async function processItem(job: Job<ItemJob>, token: string | undefined): Promise<void> {

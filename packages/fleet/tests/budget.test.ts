@@ -121,6 +121,28 @@ describe('fleet budget over Redis and aws-local', () => {
     expect(doneAt).toHaveLength(30);
   });
 
+  it('app-requested items (intake) and a migration of the same account share one budget: together they stay near it', async () => {
+    const b = make({ budgetRps: 10 });
+    const migrationGw = b.gatewayFor(migration('shared-with-intake', keyArn));
+    const intakeGw = b.gatewayForKey(keyArn, 'intake');
+    const started = performance.now();
+    const doneAt: number[] = [];
+    const call = async (g: typeof intakeGw) => {
+      await g.generateDataKeyWithoutPlaintext({ keyId: keyArn });
+      doneAt.push(performance.now() - started);
+    };
+    const calls = [...Array.from({ length: 15 }, () => call(migrationGw)), ...Array.from({ length: 15 }, () => call(intakeGw))];
+    await sleep(1000);
+    const inFirstSecond = doneAt.length;
+    await Promise.all(calls);
+
+    expect(b.gatewayForKey(keyArn, 'intake')).toBe(intakeGw);
+    expect(intakeGw).not.toBe(migrationGw);
+    // One limiter of 10 rps for both: 1 s of budget + capacity + one local grant each; far below 30.
+    expect(inFirstSecond).toBeLessThanOrEqual(15);
+    expect(doneAt).toHaveLength(30);
+  });
+
   it('extends the lock of a held job while its items wait long for a token, and stops after release', async () => {
     const b = make({ budgetRps: 0.2, lockDurationMs: 3000, longWaitMs: 300, accountId: '000000000002' });
     const m = migration('lock-1', 'alias/none');
