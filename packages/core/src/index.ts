@@ -58,7 +58,7 @@ export {
 export type { MigrationState, PausableState, TransitionOptions } from './state.js';
 
 export { COUNTER_FIELDS, OUTCOME_COUNTER_FIELDS, emptyCounters, parseCounters } from './migration.js';
-export type { Migration, MigrationKeys, Counters, CounterField } from './migration.js';
+export type { Migration, MigrationKeys, AuditExport, Counters, CounterField } from './migration.js';
 
 export { summarize, processed, remaining, progressRatio, ratePerSecond, etaSeconds, failureRate } from './progress.js';
 export type { ProgressSample } from './progress.js';

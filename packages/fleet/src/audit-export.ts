@@ -1,19 +1,10 @@
 import { createHash } from 'node:crypto';
 import { HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import type { Migration } from '@rekey/core';
+import type { AuditExport, Migration } from '@rekey/core';
 import type { AuditLog, StoredAuditEntry } from './audit.js';
 
 /** Where and what an audit export wrote; stored on the migration as `auditExport`. */
-export interface AuditExportRecord {
-  readonly bucket: string;
-  readonly key: string;
-  readonly entries: number;
-  /** Hash of the last exported entry: the chain head the file ends with. */
-  readonly head: string;
-  /** SHA-256 (hex) of the file, so a copy can be checked against the audit log. */
-  readonly sha256: string;
-  readonly at: string;
-}
+export type AuditExportRecord = AuditExport;
 
 /** The object key of a migration's audit export. */
 export function auditExportKey(id: string): string {

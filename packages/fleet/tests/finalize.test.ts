@@ -1,35 +1,24 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { CreateKeyCommand, DescribeKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DescribeKeyCommand, EncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
+import { CreateBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { FastifyInstance } from 'fastify';
-import pino from 'pino';
-import { awsClientConfig, cleanupRedisPrefix, createTestRedis, createTestSchema, redisUrl, uniqueName, uniquePrefix, useAwsLocal, type AwsTestEndpoint, type TestSchema } from '@rekey/testing';
-import { buildApi, createEngine, type Engine } from '../src/index.js';
+import { uniqueName, type TestSchema } from '@rekey/testing';
+import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
+import { buildApi, type Engine } from '../src/index.js';
 
 const TOKEN = 'finalize-test-token-0123456789';
 
 describe('finalize: refused while the gate is red, --force, disable, shared keys, deletion', () => {
-  let ep: AwsTestEndpoint;
+  let f: EngineFixture;
   let engine: Engine;
   let api: FastifyInstance;
   let kms: KMSClient;
   let s3: S3Client;
   let db: TestSchema;
-  let coordinator: ReturnType<Engine['startCoordinator']>;
-  let worker: ReturnType<Engine['startWorker']>;
-  const prefix = uniquePrefix('finalize');
 
-  const newKey = async (d: string) => (await kms.send(new CreateKeyCommand({ Description: d }))).KeyMetadata!.Arn!;
+  const newKey = (d: string) => f.newKey(d);
   const keyState = async (k: string) => (await kms.send(new DescribeKeyCommand({ KeyId: k }))).KeyMetadata!.KeyState;
-  const waitFor = async (id: string, states: string[]) => {
-    for (let i = 0; i < 600; i++) {
-      const m = await engine.get(id);
-      if (states.includes(m.state)) return m;
-      await sleep(100);
-    }
-    throw new Error(`migration ${id} did not reach ${states.join('|')}`);
-  };
+  const waitFor = (id: string, states: string[]) => f.waitUntil(id, (m) => states.includes(m.state), states.join('|'));
   const post = (url: string, body: unknown) => api.inject({ method: 'POST', url, headers: { authorization: `Bearer ${TOKEN}` }, payload: body as object });
 
   async function bucketUnder(keyArn: string, n: number): Promise<string> {
@@ -50,28 +39,15 @@ describe('finalize: refused while the gate is red, --force, disable, shared keys
   }
 
   beforeAll(async () => {
-    ep = await useAwsLocal();
-    kms = new KMSClient(awsClientConfig(ep));
-    s3 = new S3Client(awsClientConfig(ep));
-    db = await createTestSchema('finalize');
-    engine = await createEngine({ redisUrl: redisUrl(), prefix, aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials }, logger: pino({ level: 'silent' }) });
+    f = await startEngineFixture('finalize', { db: true });
+    ({ engine, kms, s3 } = f);
+    db = f.db!;
     api = await buildApi(engine, { token: TOKEN });
-    coordinator = engine.startCoordinator({ tickMs: 100 });
-    worker = engine.startWorker({ concurrency: 2 });
   });
 
   afterAll(async () => {
-    await worker?.close();
-    await coordinator?.close();
     await api?.close();
-    await engine?.close();
-    const r = createTestRedis();
-    await cleanupRedisPrefix(r, prefix);
-    await r.quit();
-    await db?.drop();
-    kms?.destroy();
-    s3?.destroy();
-    await ep?.close();
+    await f?.close();
   });
 
   it('refuses finalize while the gate is red (409 with the red conditions), and --force disables the key and is audited as forced', async () => {

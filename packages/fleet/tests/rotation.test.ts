@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { constants, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
+import type {
+  KMSClient} from '@aws-sdk/client-kms';
 import {
   CreateAliasCommand,
   CreateKeyCommand,
@@ -10,16 +12,15 @@ import {
   GetKeyRotationStatusCommand,
   GetParametersForImportCommand,
   ImportKeyMaterialCommand,
-  KMSClient,
   ListKeysCommand,
   ListResourceTagsCommand,
 } from '@aws-sdk/client-kms';
-import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import pino from 'pino';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { SourceSpec } from '@rekey/core';
-import { awsClientConfig, cleanupRedisPrefix, createTestRedis, createTestSchema, redisUrl, uniqueName, uniquePrefix, useAwsLocal, type AwsTestEndpoint, type TestSchema } from '@rekey/testing';
+import { uniqueName, type TestSchema } from '@rekey/testing';
+import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 import {
-  createEngine,
   engineMigrations,
   FleetError,
   planRotation,
@@ -38,36 +39,20 @@ const POLICY = JSON.stringify({
 });
 
 describe('rotation workflow on aws-local, Redis and Postgres (engine in-process)', () => {
-  let ep: AwsTestEndpoint;
+  let f: EngineFixture;
   let engine: Engine;
   let kms: KMSClient;
   let s3: S3Client;
   let db: TestSchema;
-  const prefix = uniquePrefix('rotation');
-  let coordinator: { close(): Promise<void> };
-  let worker: { close(): Promise<void> };
 
   beforeAll(async () => {
-    ep = await useAwsLocal();
-    kms = new KMSClient(awsClientConfig(ep));
-    s3 = new S3Client(awsClientConfig(ep));
-    db = await createTestSchema('rotation');
-    engine = await createEngine({ redisUrl: redisUrl(), prefix, aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials }, logger: pino({ level: 'silent' }) });
-    coordinator = engine.startCoordinator({ tickMs: 100 });
-    worker = engine.startWorker({ concurrency: 2 });
+    f = await startEngineFixture('rotation', { db: true });
+    ({ engine, kms, s3 } = f);
+    db = f.db!;
   });
 
   afterAll(async () => {
-    await worker?.close();
-    await coordinator?.close();
-    await engine?.close();
-    const r = createTestRedis();
-    await cleanupRedisPrefix(r, prefix);
-    await r.quit();
-    await db?.drop();
-    kms?.destroy();
-    s3?.destroy();
-    await ep?.close();
+    await f?.close();
   });
 
   /** An old key with a policy, tags and description behind a new alias, and a bucket of objects under it. */
