@@ -30,6 +30,7 @@ import type { Migration, SourceSpec } from '@rekey/core';
 import { createAuditLog, type AuditLog, type StoredAuditEntry } from './audit.js';
 import type { Engine, FinalizeResult } from './engine.js';
 import { FleetError } from './errors.js';
+import { sameSource } from './intake.js';
 import type { GateResult } from './gate.js';
 import { redisKeys } from './keys.js';
 
@@ -58,6 +59,8 @@ export interface RotationMigrations {
   create(spec: unknown): Promise<Migration>;
   /** The migration, or undefined when there is none with that id. */
   find(id: string): Promise<Migration | undefined>;
+  /** Every migration (to find one another actor already started for the same move). */
+  list(): Promise<Migration[]>;
   gate(id: string): Promise<GateResult>;
   finalize(id: string): Promise<FinalizeResult>;
 }
@@ -125,6 +128,7 @@ export function engineMigrations(engine: Engine, actor: string): RotationMigrati
   return {
     create: (spec) => engine.createMigration(spec, actor),
     find: async (id) => (await engine.store.get(id)) ?? undefined,
+    list: () => engine.list(),
     gate: (id) => engine.gate(id),
     finalize: (id) => engine.finalize(id, { actor }),
   };
@@ -429,6 +433,22 @@ export async function runRotation(o: RotationOptions): Promise<RotationReport> {
     const mid = rotationMigrationId(id, s.name);
     ids.push({ id: mid, source: s.name });
     const existing = await o.migrations.find(mid);
+    if (!existing) {
+      // The SQS intake (autoMigrate) may have seen the alias move first and started the same move
+      // for this source: adopt that migration rather than run a second one, which would keep the
+      // old key listed as a from key by a migration the rotation does not finalize.
+      const covering = (await o.migrations.list()).find(
+        (m) => m.state !== 'cancelled' && m.state !== 'failed' && !m.spec.refresh && m.keys.to === newArn && m.keys.from.includes(oldArn) && m.spec.sources.some((x) => sameSource(x, s)),
+      );
+      if (covering) {
+        ids[ids.length - 1] = { id: covering.id, source: s.name };
+        if (!d.entries.some((e) => e.type === 'migration.adopted' && e.data['migration'] === covering.id)) {
+          steps.push(`adopted migration ${covering.id} (${s.name}), started by ${covering.id.startsWith('ev-') ? 'the SQS intake' : 'someone else'} for the same move`);
+          await audit('migration.adopted', { migration: covering.id, source: s.name, from: oldArn, to: newArn });
+        }
+        continue;
+      }
+    }
     if (existing) {
       if (existing.state === 'cancelled' || existing.state === 'failed') {
         throw new FleetError('invalid-state', `migration ${mid} of rotation ${id} is ${existing.state}; the rotation can't finish while source ${s.name} is not migrated`);

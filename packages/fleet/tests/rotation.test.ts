@@ -163,6 +163,29 @@ describe('rotation workflow on aws-local, Redis and Postgres (engine in-process)
     expect((await engine.audit.verify(report.id)).ok).toBe(true);
   }, 60_000);
 
+  it('adopts a migration the SQS intake started for the same move when it saw the alias first, and still disables the old key', async () => {
+    const { alias, oldKey, bucket, sources } = await arrange('rot-race', 8);
+    let intakeMigration = '';
+    // What intake autoMigrate does when the UpdateAlias event wins the race against step 4.
+    const intakeFirst = async (s: RotationStep, data: Readonly<Record<string, unknown>>) => {
+      if (s !== 'alias-updated') return;
+      const m = await engine.createMigration({ id: 'ev-race0001', sources: [sources[0]!], from: [oldKey], to: String(data['key']) }, 'intake');
+      intakeMigration = m.id;
+    };
+
+    const report = await runRotation(options(alias, sources, { onStep: intakeFirst }));
+
+    expect(intakeMigration).toBe('ev-race0001');
+    expect(report.migrations.map((m) => [m.id, m.state])).toEqual([['ev-race0001', 'finalized']]);
+    expect((await engine.list()).filter((m) => m.id.startsWith(report.id))).toEqual([]);
+    expect(report.finalized).toBe(true);
+    expect((await state(oldKey)).KeyState).toBe('Disabled');
+    expect((await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: 'o/7' }))).SSEKMSKeyId).toBe(report.newKey);
+    const audit = await engine.audit.read(report.id);
+    expect(audit.find((e) => e.type === 'migration.adopted')?.data).toMatchObject({ migration: 'ev-race0001', source: 'objects', from: oldKey, to: report.newKey });
+    expect(audit.map((e) => e.type)).not.toContain('migration.started');
+  }, 60_000);
+
   it('finds a key created before a crash by its tag (alias not yet moved) and reuses it', async () => {
     const { alias, oldKey, sources } = await arrange('rot-early', 3);
     await expect(runRotation(options(alias, sources, { onStep: (s) => { if (s === 'key-created') throw new Error('crash'); } }))).rejects.toThrow('crash');

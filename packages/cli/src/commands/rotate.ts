@@ -83,6 +83,7 @@ function apiMigrations(c: RekeyClient): RotationMigrations {
     create: (spec) => c.create(spec),
     // The API answers an unknown id with an error; listing tells "none" from "unreachable".
     find: async (id) => (await c.list()).find((m) => m.id === id),
+    list: () => c.list(),
     gate: (id) => c.gate(id),
     finalize: (id) => c.finalize(id, { force: false }),
   };
