@@ -109,6 +109,15 @@ export const ConfigFileSchema = z.strictObject({
       /** Seconds between two looks of the usage monitor. Env: `REKEY_GATE_MONITOR_INTERVAL_SECONDS`. @defaultValue 60 */
       monitorIntervalSeconds: z.number().min(0.1).max(3600).default(60)
         .describe('Seconds between two looks of the old-key usage monitor (env REKEY_GATE_MONITOR_INTERVAL_SECONDS).'),
+      /**
+       * IAM principals whose KMS calls are the fleet's own, besides the coordinator's access key:
+       * role, user or assumed-role ARNs, `*` matching any run of characters. A role ARN also
+       * matches its sessions (CloudTrail's `sessionContext.sessionIssuer`). Set it when workers
+       * run under an IAM role, whose access keys change with every session. Env:
+       * `REKEY_GATE_FLEET_PRINCIPALS` (comma-separated).
+       */
+      fleetPrincipals: z.array(z.string().regex(/^arn:aws[a-z-]*:(iam|sts)::(\d{12}|\*):\S+$/, 'must be an IAM or STS principal ARN (arn:aws:iam::123456789012:role/name)')).optional()
+        .describe("IAM principals whose KMS calls are the fleet's own (role ARNs match their sessions; env REKEY_GATE_FLEET_PRINCIPALS, comma-separated)."),
     })
     .prefault({}),
   /** Migrations to start from this file (`rekey migrate -f`). */
@@ -240,6 +249,8 @@ function mergeEnv(file: Json, env: LoadConfigInput['env'], problems: string[]): 
   }
   set('gate', 'quietWindowSeconds', num('REKEY_GATE_QUIET_WINDOW_SECONDS'));
   set('gate', 'monitorIntervalSeconds', num('REKEY_GATE_MONITOR_INTERVAL_SECONDS'));
+  const principals = get('REKEY_GATE_FLEET_PRINCIPALS');
+  if (principals !== undefined) set('gate', 'fleetPrincipals', principals.split(',').map((p) => p.trim()).filter(Boolean));
   return out;
 }
 

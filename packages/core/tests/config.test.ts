@@ -35,6 +35,15 @@ describe('loadConfig', () => {
     expect(config.gate).toEqual({ monitorUsage: false, quietWindowSeconds: 0, monitorIntervalSeconds: 0.5 });
   });
 
+  it('reads the fleet principals from REKEY_GATE_FLEET_PRINCIPALS (comma-separated) and refuses one that is not a principal ARN', () => {
+    const env = { REKEY_GATE_FLEET_PRINCIPALS: 'arn:aws:iam::111122223333:role/rekey-worker, arn:aws:iam::111122223333:role/rekey-*' };
+
+    expect(loadConfig({ env }).gate.fleetPrincipals).toEqual(['arn:aws:iam::111122223333:role/rekey-worker', 'arn:aws:iam::111122223333:role/rekey-*']);
+    expect(problemsOf({ env: { REKEY_GATE_FLEET_PRINCIPALS: 'rekey-worker' } })).toEqual([
+      'gate.fleetPrincipals[0]: must be an IAM or STS principal ARN (arn:aws:iam::123456789012:role/name)',
+    ]);
+  });
+
   it('rejects a REKEY_MONITOR_USAGE that is not a boolean and a negative quiet window', () => {
     const problems = problemsOf({ env: { REKEY_MONITOR_USAGE: 'maybe', REKEY_GATE_QUIET_WINDOW_SECONDS: '-1' } });
 

@@ -68,7 +68,12 @@ export interface EngineOptions {
    */
   readonly quietWindowSeconds?: number | 'per-migration';
   /** The old-key usage monitor `startCoordinator` runs when `monitorUsage` is on. */
-  readonly usageMonitor?: { readonly intervalMs?: number; readonly requestsPerSecond?: number };
+  readonly usageMonitor?: {
+    readonly intervalMs?: number;
+    readonly requestsPerSecond?: number;
+    /** IAM principal ARN patterns whose calls are the fleet's own (see `gate.fleetPrincipals`). */
+    readonly fleetPrincipals?: readonly string[];
+  };
   /** Account id of the fleet, for the limiter key; resolved from the key ARNs when unset. */
   readonly accountId?: string;
   /** SQS event intake, run by `startCoordinator` when set (see docs/intake.md). */
@@ -514,6 +519,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
           logger,
           ...(opts.usageMonitor?.intervalMs !== undefined ? { intervalMs: opts.usageMonitor.intervalMs } : {}),
           ...(opts.usageMonitor?.requestsPerSecond !== undefined ? { requestsPerSecond: opts.usageMonitor.requestsPerSecond } : {}),
+          ...(opts.usageMonitor?.fleetPrincipals ? { fleetPrincipals: opts.usageMonitor.fleetPrincipals } : {}),
         });
       }
       // The gate needs a look at the old keys after the verify pass; take it before settling instead of waiting a whole interval.

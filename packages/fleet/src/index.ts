@@ -17,7 +17,7 @@ export type { FleetBudget, FleetBudgetOptions, BudgetState, LockableJob } from '
 export type { FleetMetrics } from './metrics.js';
 export { collectMigrationMetrics, registerMetricsRoute, startMetricsServer } from './metrics-exporter.js';
 export type { MetricsSource, MetricsServerOptions } from './metrics-exporter.js';
-export { createUsageMonitor, classifyEvent, createRateGate, MONITORED_STATES } from './usage-monitor.js';
+export { createUsageMonitor, classifyEvent, createRateGate, principalMatcher, MONITORED_STATES } from './usage-monitor.js';
 export type { UsageMonitor, UsageMonitorDeps, ClassifiedUse, UseKind } from './usage-monitor.js';
 export type { MigrationStatus, SourceStatus } from './status.js';
 export { failuresCsv, csvField } from './report.js';

@@ -44,7 +44,7 @@ export function engineOptionsFromConfig(config: Config, logger: Logger | undefin
     kmsAimd: config.kms.aimd,
     monitorUsage: config.gate.monitorUsage,
     quietWindowSeconds: config.gate.quietWindowSeconds ?? 'per-migration',
-    usageMonitor: { intervalMs: config.gate.monitorIntervalSeconds * 1000 },
+    usageMonitor: { intervalMs: config.gate.monitorIntervalSeconds * 1000, ...(config.gate.fleetPrincipals ? { fleetPrincipals: config.gate.fleetPrincipals } : {}) },
     ...(logger ? { logger } : {}),
     actor,
   };

@@ -40,12 +40,26 @@ function record(v: unknown): Record<string, unknown> {
   return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
 
+/** Compiles principal ARN patterns (`*` matches any run of characters) into one matcher. */
+export function principalMatcher(patterns: readonly string[]): (arn: string | undefined) => boolean {
+  if (patterns.length === 0) return () => false;
+  const res = patterns.map((p) => new RegExp(`^${p.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`));
+  return (arn) => arn !== undefined && res.some((re) => re.test(arn));
+}
+
 /**
- * Sorts one CloudTrail KMS event for one old key: the fleet's own call (its access key id, also
- * when S3 calls KMS on its behalf), an encrypt-type use by someone else (a blocker), a read by
- * someone else (a reader), or not a cryptographic use at all (DescribeKey, failed calls).
+ * Sorts one CloudTrail KMS event for one old key: the fleet's own call (its access key id, or a
+ * principal of `fleetPrincipal`: the caller's ARN or, for an assumed role, the role that issued
+ * the session; also when S3 calls KMS on its behalf), an encrypt-type use by someone else (a
+ * blocker), a read by someone else (a reader), or not a cryptographic use at all (DescribeKey,
+ * failed calls).
  */
-export function classifyEvent(ev: TrailEvent, keyArn: string, fleetAccessKeyIds: ReadonlySet<string>): ClassifiedUse {
+export function classifyEvent(
+  ev: TrailEvent,
+  keyArn: string,
+  fleetAccessKeyIds: ReadonlySet<string>,
+  fleetPrincipal: (arn: string | undefined) => boolean = () => false,
+): ClassifiedUse {
   let detail: Record<string, unknown> = {};
   try {
     detail = record(ev.CloudTrailEvent ? JSON.parse(ev.CloudTrailEvent) : {});
@@ -80,6 +94,8 @@ export function classifyEvent(ev: TrailEvent, keyArn: string, fleetAccessKeyIds:
     return { ...base, kind: 'ignore', operation: name };
   }
   if (accessKeyId !== undefined && fleetAccessKeyIds.has(accessKeyId)) return { ...base, kind: 'fleet', operation };
+  const issuer = record(record(identity['sessionContext'])['sessionIssuer'])['arn'];
+  if (fleetPrincipal(arn) || fleetPrincipal(typeof issuer === 'string' ? issuer : undefined)) return { ...base, kind: 'fleet', operation };
   return { ...base, kind, operation };
 }
 
@@ -123,6 +139,8 @@ export interface UsageMonitorDeps {
   readonly logger: Logger;
   /** Access key ids of the fleet; resolved once from the KMS client's credentials when absent. */
   readonly fleetAccessKeyIds?: readonly string[];
+  /** IAM principal ARN patterns whose calls are also the fleet's (`gate.fleetPrincipals`). */
+  readonly fleetPrincipals?: readonly string[];
   /** Requests per second to KMS GetKeyLastUsage and CloudTrail LookupEvents together. @defaultValue 2 */
   readonly requestsPerSecond?: number;
   /** Time between two looks at every monitored migration. @defaultValue 60000 */
@@ -155,6 +173,7 @@ export interface UsageMonitor {
 export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
   const gate = createRateGate(deps.requestsPerSecond ?? 2);
   const maxPages = deps.maxPagesPerKey ?? 200;
+  const isFleetPrincipal = principalMatcher(deps.fleetPrincipals ?? []);
   let identity: Promise<ReadonlySet<string>> | undefined;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
@@ -209,7 +228,7 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
       for (const ev of events) {
         if (ev.EventId) seen.add(ev.EventId);
         if (ev.EventTime && ev.EventTime < since) continue;
-        const use = classifyEvent(ev, key, fleet);
+        const use = classifyEvent(ev, key, fleet, isFleetPrincipal);
         if (use.kind === 'blocker') tally(blockers, key, use);
         else if (use.kind === 'reader') tally(readers, key, use);
         else continue;

@@ -7,7 +7,7 @@ import { parseMigrationSpec, type Migration } from '@rekey/core';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { awsClientConfig, cleanupRedisPrefix, createTestRedis, redisUrl, TEST_CREDENTIALS, uniqueName, uniquePrefix, useAwsLocal, type AwsTestEndpoint } from '@rekey/testing';
 import { createEngine } from '../src/engine.js';
-import { classifyEvent, createRateGate, createUsageMonitor } from '../src/usage-monitor.js';
+import { classifyEvent, createRateGate, createUsageMonitor, principalMatcher } from '../src/usage-monitor.js';
 import { createFleetMetrics } from '../src/metrics.js';
 import type { OldKeyUsage } from '../src/gate.js';
 
@@ -65,6 +65,55 @@ describe('classifyEvent', () => {
   it('ignores failed calls and calls that are not cryptographic', () => {
     expect(classifyEvent(trailEvent('Encrypt', 'AKIAOTHERAPP000000001', { errorCode: 'DisabledException' }), OLD, FLEET).kind).toBe('ignore');
     expect(classifyEvent(trailEvent('DescribeKey', 'AKIAOTHERAPP000000001'), OLD, FLEET).kind).toBe('ignore');
+  });
+});
+
+describe('fleet principals (workers under an IAM role, whose access keys change every session)', () => {
+  /** A KMS event of an assumed-role session, as CloudTrail writes it. */
+  function roleEvent(name: string, role: string, session: string): TrailEvent {
+    const accessKeyId = `ASIA${session.toUpperCase().padEnd(16, '0').slice(0, 16)}`;
+    return {
+      EventId: `ev-${name}-${role}-${session}`,
+      EventName: name,
+      AccessKeyId: accessKeyId,
+      EventTime: new Date('2026-01-01T10:00:05Z'),
+      Resources: [{ ResourceType: 'AWS::KMS::Key', ResourceName: OLD }],
+      CloudTrailEvent: JSON.stringify({
+        userIdentity: {
+          type: 'AssumedRole',
+          arn: `arn:aws:sts::000000000000:assumed-role/${role}/${session}`,
+          accessKeyId,
+          sessionContext: { sessionIssuer: { type: 'Role', arn: `arn:aws:iam::000000000000:role/${role}` } },
+        },
+        eventName: name,
+        requestParameters: {},
+      }),
+    };
+  }
+
+  it('counts any session of a configured role as the fleet, and other roles as callers', () => {
+    const fleet = principalMatcher(['arn:aws:iam::000000000000:role/rekey-worker']);
+
+    expect(classifyEvent(roleEvent('Encrypt', 'rekey-worker', 'i-0abc'), OLD, FLEET, fleet).kind).toBe('fleet');
+    expect(classifyEvent(roleEvent('Decrypt', 'rekey-worker', 'i-0def'), OLD, FLEET, fleet).kind).toBe('fleet');
+    const other = classifyEvent(roleEvent('Encrypt', 'billing-app', 'i-0abc'), OLD, FLEET, fleet);
+    expect(other.kind).toBe('blocker');
+    expect(other.caller).toContain('arn:aws:sts::000000000000:assumed-role/billing-app/i-0abc');
+    // Without the setting, the role's calls are someone else's: a session's access key is not the coordinator's.
+    expect(classifyEvent(roleEvent('Encrypt', 'rekey-worker', 'i-0abc'), OLD, FLEET).kind).toBe('blocker');
+  });
+
+  it('matches patterns with * and nothing else: no regex injection, no prefix match', () => {
+    const m = principalMatcher(['arn:aws:iam::000000000000:role/rekey-*', 'arn:aws:sts::000000000000:assumed-role/ops/rekey.cli']);
+
+    expect(m('arn:aws:iam::000000000000:role/rekey-worker')).toBe(true);
+    expect(m('arn:aws:sts::000000000000:assumed-role/ops/rekey.cli')).toBe(true);
+    expect(m('arn:aws:sts::000000000000:assumed-role/ops/rekeyXcli')).toBe(false);
+    expect(m('arn:aws:iam::000000000000:role/rekey-worker-extra/../x')).toBe(true);
+    expect(m('arn:aws:iam::000000000000:role/other')).toBe(false);
+    expect(m('xarn:aws:iam::000000000000:role/rekey-worker')).toBe(false);
+    expect(m(undefined)).toBe(false);
+    expect(principalMatcher([])('arn:aws:iam::000000000000:role/rekey-worker')).toBe(false);
   });
 });
 
