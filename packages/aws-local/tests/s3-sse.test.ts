@@ -71,10 +71,14 @@ async function read(Bucket: string, Key: string, VersionId?: string): Promise<st
 }
 
 /** S3's KMS calls since `since`, from aws-local's usage log. */
-function s3KmsCalls(since: number, eventName?: string) {
-  return (ep.local?.usage.all() ?? []).filter(
-    (e) => e.eventTime.getTime() >= since && e.invokedBy === 's3.amazonaws.com' && (!eventName || e.eventName === eventName),
-  );
+/** A position in the usage log: calls after it are the ones the test's next steps made (times can share a millisecond). */
+function mark(): number {
+  return ep.local?.usage.all().length ?? 0;
+}
+
+/** KMS calls S3 made on the caller's behalf since `from` (a {@link mark}). */
+function s3KmsCalls(from: number, eventName?: string) {
+  return (ep.local?.usage.all() ?? []).slice(from).filter((e) => e.invokedBy === 's3.amazonaws.com' && (!eventName || e.eventName === eventName));
 }
 
 describe('SSE-KMS writes and reads', () => {
@@ -239,7 +243,7 @@ describe('bucket default encryption and bucket keys', () => {
     const keyArn = await newKey();
     const withKey = await newBucket();
     const without = await newBucket();
-    const since = Date.now();
+    const since = mark();
 
     for (let i = 0; i < 5; i++) {
       await s3.send(new PutObjectCommand({ Bucket: withKey, Key: `k${i}`, Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyArn, BucketKeyEnabled: true }));
@@ -258,7 +262,7 @@ describe('bucket default encryption and bucket keys', () => {
   it.skipIf(external)("S3's KMS calls are in the usage log as invoked by s3.amazonaws.com for the caller", async () => {
     const Bucket = await newBucket();
     const keyArn = await newKey();
-    const since = Date.now();
+    const since = mark();
 
     await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: keyArn }));
     await read(Bucket, 'k');
@@ -400,7 +404,7 @@ describe('UpdateObjectEncryption', () => {
     const oldKey = await newKey();
     const newKeyArn = await newKey();
     await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: 'x', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
-    const since = Date.now();
+    const since = mark();
 
     await s3.send(new UpdateObjectEncryptionCommand({ Bucket, Key: 'k', ObjectEncryption: { SSEKMS: { KMSKeyArn: newKeyArn } } }));
     const calls = s3KmsCalls(since);

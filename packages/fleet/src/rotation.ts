@@ -453,6 +453,10 @@ export async function runRotation(o: RotationOptions): Promise<RotationReport> {
       if (existing.state === 'cancelled' || existing.state === 'failed') {
         throw new FleetError('invalid-state', `migration ${mid} of rotation ${id} is ${existing.state}; the rotation can't finish while source ${s.name} is not migrated`);
       }
+      // A run killed between creating the migration and logging it: log it now, so the record is whole.
+      if (!d.entries.some((e) => e.type === 'migration.started' && e.data['migration'] === mid)) {
+        await audit('migration.started', { migration: mid, source: s.name, from: oldArn, to: newArn, recovered: true });
+      }
       continue;
     }
     await o.migrations.create({ id: mid, sources: [s], from: [oldArn], to: newArn, ...(o.migrationOptions ? { options: o.migrationOptions } : {}) });

@@ -163,6 +163,19 @@ describe('rotation workflow on aws-local, Redis and Postgres (engine in-process)
     expect((await engine.audit.verify(report.id)).ok).toBe(true);
   }, 60_000);
 
+  it('logs migration.started on resume when a run died between creating the migration and logging it', async () => {
+    const { alias, sources } = await arrange('rot-gap', 4);
+    const real = engineMigrations(engine, 'test');
+    const dying = { ...real, create: async (spec: unknown) => { await real.create(spec); throw new Error('killed right after creating the migration'); } };
+
+    await expect(runRotation(options(alias, sources, { migrations: dying }))).rejects.toThrow(/killed right after/);
+    const report = await runRotation(options(alias, sources));
+
+    const started = (await engine.audit.read(report.id)).filter((e) => e.type === 'migration.started');
+    expect(started.map((e) => e.data)).toEqual([expect.objectContaining({ migration: `${report.id}-objects`, source: 'objects', recovered: true })]);
+    expect(report.finalized).toBe(true);
+  }, 60_000);
+
   it('adopts a migration the SQS intake started for the same move when it saw the alias first, and still disables the old key', async () => {
     const { alias, oldKey, bucket, sources } = await arrange('rot-race', 8);
     let intakeMigration = '';
