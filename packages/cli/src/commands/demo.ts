@@ -174,7 +174,7 @@ export async function runDemo(opts: { items: number; keep: boolean }): Promise<n
       { name: 'envelope-docs', kind: 's3-envelope', bucket: 'rekey-demo-envelope' },
     ];
     if (withPg) sources.push({ name: 'secret-rows', kind: 'postgres', schema, table: 'secrets', primaryKey: ['id'], column: 'secret', contextColumn: 'ctx' });
-    const m = await client.create({ id: `demo-${runId}`, sources, from: [oldKey], to: 'alias/rekey-demo', options: { batchSize: 100, concurrency: 16 } });
+    const m = await client.create({ id: `demo-${runId}`, sources, from: [oldKey], to: 'alias/rekey-demo', options: { concurrency: 16 } });
     const tty = Boolean(process.stdout.isTTY);
     const st = await watchStatus(client, m.id, { tty, intervalMs: tty ? 250 : 2000 });
     if (tty) for (const l of statusLines(st)) console.log(l);
