@@ -11,7 +11,7 @@ import { CopyObjectCommand, type HeadObjectCommandOutput, type S3Client } from '
 import { ItemError } from '@rekey/core';
 import type { Inspection, ItemContext, ItemOutcome, ItemRef, KeyPlan, S3EnvelopeSourceSpec, Source } from '@rekey/core';
 import { probeBlobKey, rewrapBlob } from './rewrap.js';
-import { asS3Item, checkS3Deps, copySourceOf, factsOf, headObject, listCurrent, pageSizeOf, sendS3, type S3ItemRef } from './s3-shared.js';
+import { asS3Item, checkS3Deps, copySourceOf, factsOf, headObject, inspectHead, listCurrent, pageSizeOf, sendS3, type S3ItemRef } from './s3-shared.js';
 import { withConflictRetries } from './outcomes.js';
 import { limitOf } from './paging.js';
 import type { SourceKms, SourceOptions } from './types.js';
@@ -182,15 +182,9 @@ export function createS3EnvelopeSource(spec: S3EnvelopeSourceSpec, deps: S3Envel
       return withConflictRetries(() => attempt(ref, plan, ctx), maxRetries, `s3://${bucket}/${ref.key}`);
     },
     async inspect(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<Inspection> {
-      const ref = asS3Item(item, 's3-envelope');
-      let head: HeadObjectCommandOutput;
-      try {
-        head = await headObject(s3, bucket, ref, ctx.signal);
-      } catch (err) {
-        if (err instanceof ItemError && err.outcome === 'gone') return { state: 'gone', reason: err.message };
-        throw err;
-      }
-      if (head.DeleteMarker === true) return { state: 'gone', reason: 'a delete marker' };
+      const found = await inspectHead(s3, bucket, asS3Item(item, 's3-envelope'), ctx.signal);
+      if ('gone' in found) return { state: 'gone', reason: found.gone };
+      const head = found.head;
       const facts = factsOf(head);
       const env = parseS3EnvelopeMetadata(head.Metadata);
       if (env.kind !== 'v2') {

@@ -8,7 +8,7 @@ import {
   S3Client,
   type HeadObjectCommandOutput,
 } from '@aws-sdk/client-s3';
-import type { Cursor, ItemRef, Page } from '@rekey/core';
+import { ItemError, type Cursor, type ItemRef, type Page } from '@rekey/core';
 import { SourceError, classifyS3Error, type S3ErrorContext } from './errors.js';
 import type { SourceKms, SourceOptions } from './types.js';
 
@@ -147,6 +147,20 @@ export async function listVersions(
 }
 
 /** HeadObject of the item (its version when the reference has one); never calls KMS. */
+/**
+ * HEAD for the verify pass: the object's headers, or why it is gone (no such key or version, or a
+ * delete marker). Other errors are thrown as classified by {@link headObject}.
+ */
+export async function inspectHead(s3: S3Client, bucket: string, item: S3ItemRef, signal: AbortSignal): Promise<{ head: HeadObjectCommandOutput } | { gone: string }> {
+  try {
+    const head = await headObject(s3, bucket, item, signal);
+    return head.DeleteMarker === true ? { gone: 'a delete marker' } : { head };
+  } catch (err) {
+    if (err instanceof ItemError && err.outcome === 'gone') return { gone: err.message };
+    throw err;
+  }
+}
+
 export function headObject(s3: S3Client, bucket: string, item: S3ItemRef, signal: AbortSignal): Promise<HeadObjectCommandOutput> {
   return sendS3(
     () =>

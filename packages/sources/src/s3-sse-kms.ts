@@ -30,6 +30,7 @@ import {
   copySourceOf,
   factsOf,
   headObject,
+  inspectHead,
   listCurrent,
   listVersions,
   pageSizeOf,
@@ -353,15 +354,9 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
       return withConflictRetries(() => attempt(ref, plan, ctx), maxRetries, `s3://${bucket}/${ref.key}`);
     },
     async inspect(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<Inspection> {
-      const ref = asS3Item(item, 's3-sse-kms');
-      let head: HeadObjectCommandOutput;
-      try {
-        head = await headObject(s3, bucket, ref, ctx.signal);
-      } catch (err) {
-        if (err instanceof ItemError && err.outcome === 'gone') return { state: 'gone', reason: err.message };
-        throw err;
-      }
-      if (head.DeleteMarker === true) return { state: 'gone', reason: 'a delete marker' };
+      const found = await inspectHead(s3, bucket, asS3Item(item, 's3-sse-kms'), ctx.signal);
+      if ('gone' in found) return { state: 'gone', reason: found.gone };
+      const head = found.head;
       const facts = factsOf(head);
       const keyArn = head.SSEKMSKeyId;
       if (head.ServerSideEncryption !== 'aws:kms' || keyArn === undefined) {
