@@ -13,7 +13,7 @@
  */
 import { ReEncryptCommand } from '@aws-sdk/client-kms';
 import { CopyObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { createKey, flag, isMain, machine, seedEnvelope, startAwsChild, startFleet, table, type BenchResult } from './lib/fleet.js';
+import { createKey, flag, isMain, machine, seedEnvelope, startAwsChild, startFleet, table, timeFleetMigration, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 30;
 
@@ -61,23 +61,8 @@ export async function fleetVsNaive(): Promise<BenchResult> {
     const naiveRate = done / naiveS;
 
     const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 2, budget: '1000000' });
-    let fleetS = 0;
-    let readyS = 0;
-    let state = '';
-    let outcomes: Record<string, number> = {};
-    try {
-      const tf = performance.now();
-      const m = await fleet.api.create({ sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-naive-fleet' }], from: [oldKey], to: newKey, options: { concurrency: Math.max(1, Math.round(c / 4)) } });
-      await fleet.waitProcessed(m.id, n, 900_000);
-      fleetS = (performance.now() - tf) / 1000;
-      state = await fleet.waitSettled(m.id, 900_000);
-      readyS = (performance.now() - tf) / 1000;
-      const st = await fleet.api.status(m.id);
-      outcomes = st.totals.outcomes;
-      if (st.migration.reason) state += ` (${st.migration.reason})`;
-    } finally {
-      await fleet.stop();
-    }
+    const run = await timeFleetMigration(fleet, { sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-naive-fleet' }], from: [oldKey], to: newKey, options: { concurrency: Math.max(1, Math.round(c / 4)) } }, n);
+    const { seconds: fleetS, settledSeconds: readyS, state, outcomes } = run;
     const fleetRate = n / fleetS;
     const ratio = fleetRate / naiveRate;
     const ok = ratio >= TARGET && outcomes['reencrypted'] === n;

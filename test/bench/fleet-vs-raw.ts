@@ -7,7 +7,7 @@
  *   npx tsx test/bench/fleet-vs-raw.ts [--items=20000] [--concurrency=32] [--latency=5]
  */
 import { GenerateDataKeyWithoutPlaintextCommand, ReEncryptCommand } from '@aws-sdk/client-kms';
-import { createKey, flag, isMain, machine, startAwsChild, startFleet, table, times, seedEnvelope, type BenchResult } from './lib/fleet.js';
+import { createKey, flag, isMain, machine, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 0.85;
 
@@ -52,26 +52,8 @@ export async function fleetVsRaw(): Promise<BenchResult> {
 
     // (b) the fleet: 2 workers x 2 batches x c/4 items in flight = c.
     const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 2, budget: '1000000' });
-    let fleetS = 0;
-    let readyS = 0;
-    let outcomes: Record<string, number> = {};
-    let state = '';
-    let fleetRequests = 0;
-    try {
-      const rb = await requests();
-      const tb = performance.now();
-      const m = await fleet.api.create({ sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-raw' }], from: [oldKey], to: newKey, options: { concurrency: Math.max(1, Math.round(c / 4)) } });
-      await fleet.waitProcessed(m.id, n, 900_000);
-      fleetS = (performance.now() - tb) / 1000;
-      fleetRequests = (await requests()) - rb;
-      state = await fleet.waitSettled(m.id, 900_000);
-      readyS = (performance.now() - tb) / 1000;
-      const st = await fleet.api.status(m.id);
-      outcomes = st.totals.outcomes;
-      if (st.migration.reason) state += ` (${st.migration.reason})`;
-    } finally {
-      await fleet.stop();
-    }
+    const run = await timeFleetMigration(fleet, { sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-raw' }], from: [oldKey], to: newKey, options: { concurrency: Math.max(1, Math.round(c / 4)) } }, n, requests);
+    const { seconds: fleetS, settledSeconds: readyS, state, outcomes, counted: fleetRequests } = run;
     const fleetRate = n / fleetS;
     const ratio = fleetRate / rawRate;
     const ok = ratio >= TARGET && outcomes['reencrypted'] === n;

@@ -121,6 +121,42 @@ export interface Fleet {
   stop(): Promise<void>;
 }
 
+/** How one timed fleet migration went. */
+export interface FleetRun {
+  /** Seconds from creation until every item was processed in the re-encrypt pass. */
+  readonly seconds: number;
+  /** Seconds from creation until the migration settled (verify pass done). */
+  readonly settledSeconds: number;
+  /** The settled state, with its reason when it has one. */
+  readonly state: string;
+  readonly outcomes: Record<string, number>;
+  /** What `count` returned at the end of the re-encrypt pass minus at the start (0 without `count`). */
+  readonly counted: number;
+}
+
+/**
+ * Creates a migration of one source on the fleet, times its re-encrypt pass over `n` items and
+ * waits for it to settle, then stops the fleet. `count` (e.g. aws-local's request counter) is
+ * read at the start and at the end of the re-encrypt pass.
+ */
+export async function timeFleetMigration(fleet: Fleet, spec: Record<string, unknown>, n: number, count?: () => Promise<number>): Promise<FleetRun> {
+  try {
+    const c0 = count ? await count() : 0;
+    const t0 = performance.now();
+    const m = await fleet.api.create(spec);
+    await fleet.waitProcessed(m.id, n, 900_000);
+    const seconds = (performance.now() - t0) / 1000;
+    const counted = count ? (await count()) - c0 : 0;
+    let state = await fleet.waitSettled(m.id, 900_000);
+    const settledSeconds = (performance.now() - t0) / 1000;
+    const st = await fleet.api.status(m.id);
+    if (st.migration.reason) state += ` (${st.migration.reason})`;
+    return { seconds, settledSeconds, state, outcomes: st.totals.outcomes, counted };
+  } finally {
+    await fleet.stop();
+  }
+}
+
 export interface FleetOptions {
   awsUrl: string;
   redisUrl: string;
