@@ -196,6 +196,17 @@ export function createFleetBudget(opts: FleetBudgetOptions): FleetBudget {
     return { configuredRps: opts.budgetRps, quotaRps: opts.quotaRps ?? null, limiters: out };
   }
 
+  opts.metrics?.setLimiterStats(() => {
+    let grantCalls = 0;
+    let tokensGranted = 0;
+    for (const e of limiters.values()) {
+      const st = e.limiter.stats();
+      grantCalls += st.grantCalls;
+      tokensGranted += st.tokensGranted;
+    }
+    return { grantCalls, tokensGranted };
+  });
+
   const poll = opts.ratePollMs === 0 || !opts.metrics
     ? undefined
     : setInterval(() => {

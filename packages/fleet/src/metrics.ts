@@ -24,6 +24,8 @@ export interface FleetMetrics {
   batchDone(seconds: number, outcomes: readonly Outcome[], migration: string, source: string): void;
   /** The hook the KMS gateway reports to. */
   readonly kmsHook: { observe(op: string, outcome: string, seconds: number): void; throttled(): void };
+  /** Where `rekey_kms_limiter_grant_calls_total` and `rekey_kms_limiter_tokens_granted_total` are read at scrape time (the fleet budget sets it). */
+  setLimiterStats(read: () => { grantCalls: number; tokensGranted: number }): void;
 }
 
 /** Creates a registry with every Rekey metric and Node's default process metrics. */
@@ -42,6 +44,26 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
   const batches = new Gauge({ name: 'rekey_batches', help: 'Batches in the queue by state', labelNames: ['state'] as const, registers: [registry] });
   const batchDuration = new Histogram({ name: 'rekey_batch_duration_seconds', help: 'Time to process one batch', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] });
   const oldKeyLastUse = new Gauge({ name: 'rekey_old_key_last_use_timestamp_seconds', help: 'Last use of an old key by anyone but the fleet, by operation', labelNames: ['key', 'operation'] as const, registers: [registry] });
+  let limiterStats: () => { grantCalls: number; tokensGranted: number } = () => ({ grantCalls: 0, tokensGranted: 0 });
+  // Counters read from the limiter at scrape time (it keeps the running totals).
+  new Counter({
+    name: 'rekey_kms_limiter_grant_calls_total',
+    help: 'Redis round trips of the KMS limiter in this process (each grants up to grantSize tokens)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(limiterStats().grantCalls);
+    },
+  });
+  new Counter({
+    name: 'rekey_kms_limiter_tokens_granted_total',
+    help: 'KMS request tokens the limiter granted to this process',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(limiterStats().tokensGranted);
+    },
+  });
   const gateReady = new Gauge({ name: 'rekey_gate_ready', help: '1 when the old keys can be disabled', labelNames: ['migration'] as const, registers: [registry] });
   return {
     registry,
@@ -58,6 +80,9 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
     batchDuration,
     oldKeyLastUse,
     gateReady,
+    setLimiterStats(read) {
+      limiterStats = read;
+    },
     batchDone(seconds, outcomes, migration, source) {
       batchDuration.observe(seconds);
       const counts = new Map<Outcome, number>();

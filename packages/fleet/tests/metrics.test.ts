@@ -150,6 +150,17 @@ describe('metrics after a known migration (engine in-process, aws-local, Redis, 
     expect(scraped.get('rekey_kms_throttled_total')).toBe(0);
   });
 
+  it('exports the limiter Redis round trips and granted tokens: every cryptographic KMS call had a token, in fewer round trips than calls', () => {
+    const calls = scraped.get('rekey_kms_limiter_grant_calls_total') ?? 0;
+    const tokens = scraped.get('rekey_kms_limiter_tokens_granted_total') ?? 0;
+    // Cryptographic operations take tokens (they share the quota); DescribeKey does not.
+    const kmsCalls = [...scraped].filter(([k]) => /^rekey_kms_requests_total\{operation="(ReEncrypt|Decrypt|Encrypt|GenerateDataKey\w*)"/.test(k)).reduce((n, [, v]) => n + v, 0);
+
+    expect(calls).toBeGreaterThan(0);
+    expect(tokens).toBeGreaterThanOrEqual(kmsCalls);
+    expect(calls).toBeLessThan(kmsCalls);
+  });
+
   it('exports the limiter rate as the sum over the limiters this process runs, each within the budget', async () => {
     const budget = engine.budget!;
     const state = await budget.state([budget.home, { account: oldKey.split(':')[4]!, region: ep.region }]);

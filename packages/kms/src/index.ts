@@ -5,7 +5,7 @@ export type { RetryAttempt, RetryOptions, RetryPolicy } from './retry.js';
 export { createKmsGateway, toKeyInfo } from './gateway.js';
 export type { KmsClientSource, KmsGatewayOptions } from './gateway.js';
 export { createRedisLimiter } from './limiter.js';
-export type { BudgetOption, LongWaitInfo, RateLimiter, RedisLimiter, RedisLimiterOptions } from './limiter.js';
+export type { BudgetOption, LimiterStats, LongWaitInfo, RateLimiter, RedisLimiter, RedisLimiterOptions } from './limiter.js';
 export { aimdUpdate, capacity, fairShare, grantStep, initialState, maxGrant, refill, MAX_INCREASE_STEP_MS } from './limiter-math.js';
 export type { GrantRequest, GrantResult, LimiterParams, LimiterState, MigrationSlot } from './limiter-math.js';
 export { LUA_SCRIPT_FILES, loadScript } from './scripts.js';

@@ -106,6 +106,25 @@ describe('fleet-wide budget', () => {
   });
 });
 
+describe('grant batching while the budget binds', () => {
+  it('two processes wanting more than the budget still ask Redis once per many tokens, not once per token', async () => {
+    // Each "process" (its own connection and limiter) has far more callers than the budget serves.
+    const key = `${prefix}batching`;
+    const ls = [limiter({ redis: connection(), key, budget: 400 }), limiter({ redis: connection(), key, budget: 400 })];
+    const { counts, seconds } = await saturate(ls, 1500, 64);
+    const served = counts.reduce((a, b) => a + b, 0);
+    const calls = ls.reduce((n, l) => n + l.stats().grantCalls, 0);
+    const granted = ls.reduce((n, l) => n + l.stats().tokensGranted, 0);
+
+    // The budget binds: at most budget * t plus the bucket and one grant per process.
+    expect(served).toBeLessThanOrEqual(400 * seconds + capacity(400, 100) + 2 * 20);
+    expect(served).toBeGreaterThan(400 * seconds * 0.5);
+    expect(granted).toBeGreaterThanOrEqual(served);
+    // Before batching waits, this was about one round trip per token.
+    expect(calls / served).toBeLessThan(0.25);
+  });
+});
+
 describe('AIMD', () => {
   it('onThrottle cuts the shared rate once per window however many throttles arrive', async () => {
     const a = limiter({ budget: 100, aimd: { decrease: 0.5, windowMs: 60_000 } });

@@ -116,6 +116,8 @@ export interface Fleet {
   readonly workers: ChildProcess[];
   readonly prefix: string;
   waitSettled(id: string, timeoutMs: number): Promise<string>;
+  /** Sums one metric (all its series) over every worker's /metrics. */
+  workerMetric(name: string): Promise<number>;
   /** Waits until `n` items were processed in the re-encrypt pass (before the verify pass). */
   waitProcessed(id: string, n: number, timeoutMs: number): Promise<void>;
   stop(): Promise<void>;
@@ -206,7 +208,11 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     if (i > 300) throw new Error('coordinator did not become healthy in 30 s');
     await sleep(100);
   }
-  const workers = Array.from({ length: o.workers }, () => spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/worker')], { env, stdio: ['ignore', 'inherit', 'inherit'] }));
+  // Every worker serves /metrics on a port of its own, so a benchmark can read what each one did.
+  const metricsPorts = await Promise.all(Array.from({ length: o.workers }, () => freePort()));
+  const workers = metricsPorts.map((mp) =>
+    spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/worker')], { env: { ...env, REKEY_METRICS_PORT: String(mp) }, stdio: ['ignore', 'inherit', 'inherit'] }),
+  );
   const all = () => [coordinator, ...workers];
   return {
     api,
@@ -223,6 +229,17 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     coordinator,
     workers,
     prefix,
+    async workerMetric(name) {
+      let sum = 0;
+      for (const mp of metricsPorts) {
+        const text = await (await fetch(`http://127.0.0.1:${mp}/metrics`)).text();
+        for (const line of text.split('\n')) {
+          const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`).exec(line);
+          if (m) sum += Number(m[1]);
+        }
+      }
+      return sum;
+    },
     async waitSettled(id, timeoutMs) {
       const until = Date.now() + timeoutMs;
       while (Date.now() < until) {
