@@ -86,10 +86,10 @@ export function engineClient(engine: Engine, actor: string, onClose: () => Promi
     failures: (id, limit) => engine.failures(id, limit),
     ack: (id, which, reason) => engine.ack(id, which, reason, actor),
     audit: async (id) => {
-      const entries = await engine.audit.read(id);
+      const log = await engine.audit.readVerified(id);
       // Rotations, keys-audit and the fleet keep audit logs too; an id with neither a log nor a migration is unknown.
-      if (entries.length === 0) await engine.get(id);
-      return { entries, verification: await engine.audit.verify(id) };
+      if (log.entries.length === 0) await engine.get(id);
+      return log;
     },
     close: onClose,
   };

@@ -143,10 +143,10 @@ export async function buildApi(engine: Engine, opts: ApiOptions): Promise<Fastif
   }));
   app.get('/migrations/:id/audit', withId(async (req) => {
     const q = req.query as Record<string, string | undefined>;
-    const entries = await engine.audit.read(req.params.id);
+    const log = q['verify'] ? await engine.audit.readVerified(req.params.id) : { entries: await engine.audit.read(req.params.id) };
     // Rotations, keys-audit and the fleet keep audit logs too; an id with neither a log nor a migration is unknown.
-    if (entries.length === 0) await engine.get(req.params.id);
-    return q['verify'] ? { entries, verification: await engine.audit.verify(req.params.id) } : { entries };
+    if (log.entries.length === 0) await engine.get(req.params.id);
+    return log;
   }));
 
   registerBudgetRoutes(app, engine);

@@ -3,9 +3,6 @@ import { HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/cli
 import type { AuditExport, Migration } from '@rekey/core';
 import type { AuditLog, StoredAuditEntry } from './audit.js';
 
-/** Where and what an audit export wrote; stored on the migration as `auditExport`. */
-export type AuditExportRecord = AuditExport;
-
 /** The object key of a migration's audit export. */
 export function auditExportKey(id: string): string {
   return `rekey/audit/${id}.jsonl`;
@@ -25,7 +22,7 @@ export async function checkAuditBucket(s3: S3Client, bucket: string): Promise<st
     const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
     const status = e.$metadata?.httpStatusCode;
     if (status === 404 || e.name === 'NotFound' || e.name === 'NoSuchBucket') return `auditBucket ${bucket}: the bucket does not exist`;
-    if (status === 403) return `auditBucket ${bucket}: access denied (the fleet needs s3:PutObject on it)`;
+    if (status === 403) return `auditBucket ${bucket}: access denied (the coordinator needs s3:ListBucket and s3:PutObject on it)`;
     return `auditBucket ${bucket}: ${e.name ?? 'error'}: ${(err as Error).message}`;
   }
 }
@@ -38,12 +35,11 @@ export async function checkAuditBucket(s3: S3Client, bucket: string): Promise<st
  * The object is written with a SHA-256 checksum that S3 checks on receipt. Returns null (try
  * again later) while the log does not yet hold the entry of the migration's final state change.
  */
-export async function exportAudit(deps: { s3: S3Client; audit: AuditLog }, m: Migration): Promise<AuditExportRecord | null> {
+export async function exportAudit(deps: { s3: S3Client; audit: AuditLog }, m: Migration): Promise<AuditExport | null> {
   const bucket = m.spec.auditBucket;
   if (!bucket) throw new Error(`migration ${m.id} has no auditBucket`);
-  const check = await deps.audit.verify(m.id);
+  const { entries, verification: check } = await deps.audit.readVerified(m.id);
   if (!check.ok) throw new Error(`audit chain of ${m.id} is broken at ${check.brokenAt} (${check.reason}); not exported`);
-  const entries = await deps.audit.read(m.id);
   // The state is saved before its audit entry is appended: wait until the log records the end.
   if (!entries.some((e) => e.type === 'state.changed' && e.data['to'] === m.state)) return null;
   const body = auditJsonl(entries);

@@ -53,10 +53,29 @@ export interface AuditLog {
   append(id: string, e: { actor: string; type: string; data?: Record<string, unknown> }): Promise<StoredAuditEntry>;
   read(id: string): Promise<StoredAuditEntry[]>;
   verify(id: string): Promise<AuditVerification>;
+  /** The entries and their chain check from one read of the stream (entries up to an unreadable one). */
+  readVerified(id: string): Promise<{ entries: StoredAuditEntry[]; verification: AuditVerification }>;
 }
 
 export function createAuditLog(redis: Redis, keys: RedisKeys): AuditLog {
   const cmd = fleetCommands(redis);
+  async function readVerified(id: string): Promise<{ entries: StoredAuditEntry[]; verification: AuditVerification }> {
+    // One MULTI, so an append between reading the stream and the head can't look like a break.
+    const res = await redis.multi().xrange(keys.audit(id), '-', '+').get(keys.auditHead(id)).exec();
+    if (!res || res[0]?.[0] || res[1]?.[0]) throw new Error(`audit log of ${id}: could not read it: ${String(res?.[0]?.[0] ?? res?.[1]?.[0] ?? 'transaction aborted')}`);
+    const rows = res[0]![1] as [string, string[]][];
+    const head = res[1]![1] as string | null;
+    const entries: StoredAuditEntry[] = [];
+    for (const [sid, fields] of rows) {
+      try {
+        entries.push(parseRow(sid, fields));
+      } catch (err) {
+        return { entries, verification: { ok: false, entries: entries.length + 1, brokenAt: sid, reason: (err as Error).message } };
+      }
+    }
+    return { entries, verification: verifyAuditChain(entries, head ?? '') };
+  }
+
   return {
     async append(id, e) {
       for (let attempt = 0; attempt < 50; attempt++) {
@@ -75,17 +94,10 @@ export function createAuditLog(redis: Redis, keys: RedisKeys): AuditLog {
     },
 
     async verify(id) {
-      const rows = await redis.xrange(keys.audit(id), '-', '+');
-      const entries: StoredAuditEntry[] = [];
-      for (const [sid, fields] of rows) {
-        try {
-          entries.push(parseRow(sid, fields));
-        } catch (err) {
-          return { ok: false, entries: entries.length + 1, brokenAt: sid, reason: (err as Error).message };
-        }
-      }
-      return verifyAuditChain(entries, (await redis.get(keys.auditHead(id))) ?? '');
+      return (await readVerified(id)).verification;
     },
+
+    readVerified,
   };
 }
 

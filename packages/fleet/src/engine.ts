@@ -228,7 +228,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
    */
   function sourceFor(spec: SourceSpec, targetKeyArn: string): Promise<Source> {
     const gateway = budget ? budget.gatewayForKey(targetKeyArn, 'intake') : kms;
-    const k = `intake/${budget ? `${targetKeyArn.split(':').slice(3, 5).join(':')}/` : ''}${canonicalJson(spec)}`;
+    const k = `intake/${budget ? `${targetKeyArn}/` : ''}${canonicalJson(spec)}`;
     let s = built.get(k);
     if (!s) {
       s = createSource(spec, { s3, kms: gateway, pool: poolFor(defaultDbUrl) }, { pageSize: 100 });
