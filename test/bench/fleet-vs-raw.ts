@@ -4,10 +4,10 @@
  * ceiling); (b) the fleet: a coordinator and 2 worker processes at the same total concurrency C,
  * doing the full job through BullMQ, Redis and S3 (HEAD, ReEncrypt, CopyObject). Reports b/a.
  *
- *   npx tsx test/bench/fleet-vs-raw.ts [--items=20000] [--concurrency=32] [--latency=5]
+ *   npx tsx test/bench/fleet-vs-raw.ts [--items=20000] [--concurrency=32] [--latency=5] [--items-per-kms=4]
  */
 import { GenerateDataKeyWithoutPlaintextCommand, ReEncryptCommand } from '@aws-sdk/client-kms';
-import { createKey, flag, isMain, machine, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type BenchResult } from './lib/fleet.js';
+import { createKey, fleetShape, flag, isMain, machine, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 0.85;
 
@@ -15,6 +15,7 @@ export async function fleetVsRaw(): Promise<BenchResult> {
   const n = flag('items', 20_000);
   const c = flag('concurrency', 32);
   const latencyMs = flag('latency', 5);
+  const itemsPerKms = flag('items-per-kms', 4);
   const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
   const aws = await startAwsChild();
   try {
@@ -50,10 +51,11 @@ export async function fleetVsRaw(): Promise<BenchResult> {
     const rawRate = n / rawS;
     const rawRequests = (await requests()) - ra;
 
-    // (b) the fleet: 2 workers x 2 batches x c/4 items in flight = c.
-    const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 2, budget: '1000000' });
-    const run = await timeFleetMigration(fleet, { sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-raw' }], from: [oldKey], to: newKey, options: { concurrency: Math.max(1, Math.round(c / 4)) } }, n, requests);
-    const { seconds: fleetS, settledSeconds: readyS, state, outcomes, counted: fleetRequests } = run;
+    // (b) the fleet at the same KMS concurrency c.
+    const shape = fleetShape(c, itemsPerKms);
+    const fleet = await startFleet({ awsUrl: aws.url, redisUrl, ...shape, budget: '1000000' });
+    const run = await timeFleetMigration(fleet, { sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-raw' }], from: [oldKey], to: newKey, options: { concurrency: shape.itemsPerBatch } }, n, requests);
+    const { seconds: fleetS, settledSeconds: readyS, state, outcomes, counted: fleetRequests, kmsInFlight } = run;
     const fleetRate = n / fleetS;
     const ratio = fleetRate / rawRate;
     const ok = ratio >= TARGET && outcomes['reencrypted'] === n;
@@ -67,6 +69,7 @@ export async function fleetVsRaw(): Promise<BenchResult> {
       ]),
       '',
       `aws-local requests/s, fleet / raw: ${(fleetRequests / fleetS / (rawRequests / rawS)).toFixed(2)} (the fleet makes ${(fleetRequests / n).toFixed(2)} requests per item: HEAD, ReEncrypt, CopyObject; the raw loop 1)`,
+      `KMS calls in flight, mean over the pass: raw loop ${c} (by construction), fleet ${kmsInFlight.toFixed(1)} (${shape.text})`,
       '',
     ].join('\n');
     const line = `bench: fleet-vs-raw ratio=${ratio.toFixed(3)} target=${TARGET} ${ok ? 'ok' : 'miss'}`;

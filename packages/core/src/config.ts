@@ -87,6 +87,16 @@ export const ConfigFileSchema = z.strictObject({
     .strictObject({
       /** Batch jobs a worker process runs in parallel. Env: `REKEY_WORKER_CONCURRENCY`. @defaultValue 2 */
       concurrency: z.int().min(1).max(64).default(2).describe('Batch jobs a worker runs in parallel (env REKEY_WORKER_CONCURRENCY).'),
+      /**
+       * KMS calls in flight in one process, shared by all its batches, migrations and item jobs;
+       * items may be more (their S3 or SQL work overlaps). Env: `REKEY_WORKER_KMS_CONCURRENCY`. @defaultValue 16
+       */
+      kmsConcurrency: z
+        .int()
+        .min(1)
+        .max(1024)
+        .default(16)
+        .describe('KMS calls in flight per process, shared by all batches and migrations (env REKEY_WORKER_KMS_CONCURRENCY).'),
       /** Port of the worker's /metrics endpoint (none when absent). Env: `REKEY_METRICS_PORT`. */
       metricsPort: PortSchema.optional().describe('Port of the worker /metrics endpoint (env REKEY_METRICS_PORT).'),
     })
@@ -240,6 +250,7 @@ function mergeEnv(file: Json, env: LoadConfigInput['env'], problems: string[]): 
   set('api', 'port', num('REKEY_API_PORT'));
   set('api', 'token', get('REKEY_API_TOKEN'));
   set('worker', 'concurrency', num('REKEY_WORKER_CONCURRENCY'));
+  set('worker', 'kmsConcurrency', num('REKEY_WORKER_KMS_CONCURRENCY'));
   set('worker', 'metricsPort', num('REKEY_METRICS_PORT'));
   const monitor = get('REKEY_MONITOR_USAGE');
   if (monitor !== undefined) {

@@ -22,7 +22,7 @@ describe('loadConfig', () => {
       aws: { region: 'us-east-1' },
       kms: { minRps: 1, aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 }, budget: 100, budgetRps: 100 },
       api: { host: '127.0.0.1', port: 8080 },
-      worker: { concurrency: 2 },
+      worker: { concurrency: 2, kmsConcurrency: 16 },
       gate: { monitorUsage: true, monitorIntervalSeconds: 60 },
     });
   });
@@ -98,6 +98,7 @@ intake: { queueUrl: "https://sqs.eu-west-1.amazonaws.com/111122223333/rekey", au
         AWS_ENDPOINT_URL: 'http://127.0.0.1:4566',
         REKEY_KMS_BUDGET: '250',
         REKEY_WORKER_CONCURRENCY: '4',
+        REKEY_WORKER_KMS_CONCURRENCY: '48',
       },
     });
 
@@ -106,6 +107,12 @@ intake: { queueUrl: "https://sqs.eu-west-1.amazonaws.com/111122223333/rekey", au
     expect(config.aws).toEqual({ region: 'eu-central-1', endpoint: 'http://127.0.0.1:4566' });
     expect(config.kms).toMatchObject({ budget: 250, budgetRps: 250 });
     expect(config.worker.concurrency).toBe(4);
+    expect(config.worker.kmsConcurrency).toBe(48);
+  });
+
+  it('refuses a KMS concurrency that is not a positive integer, naming the variable', () => {
+    expect(problemsOf({ env: { REKEY_WORKER_KMS_CONCURRENCY: '0' } })).toEqual([expect.stringMatching(/^worker\.kmsConcurrency: Too small/)]);
+    expect(problemsOf({ env: { REKEY_WORKER_KMS_CONCURRENCY: 'many' } })).toEqual([expect.stringMatching(/REKEY_WORKER_KMS_CONCURRENCY/)]);
   });
 
   it('defaults the budget to half the quota when a quota is set', () => {

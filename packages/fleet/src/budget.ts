@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { KMSClient } from '@aws-sdk/client-kms';
 import type { Migration } from '@rekey/core';
-import { createKmsGateway, createRedisLimiter, type KmsGateway, type LongWaitInfo, type RedisLimiter } from '@rekey/kms';
+import { createKmsGateway, createRedisLimiter, type InFlightLimit, type KmsGateway, type LongWaitInfo, type RedisLimiter } from '@rekey/kms';
 import type { AuditLog } from './audit.js';
 import { FleetError } from './errors.js';
 import type { RedisKeys } from './keys.js';
@@ -44,6 +44,8 @@ export interface FleetBudgetOptions {
   readonly aimd?: { decrease?: number; increaseRps?: number; windowMs?: number };
   /** The KMS client every gateway shares. */
   readonly kmsClient: KMSClient;
+  /** The process's cap on KMS calls in flight, shared by every gateway. */
+  readonly inFlight?: InFlightLimit;
   readonly metrics?: FleetMetrics;
   readonly audit: AuditLog;
   readonly logger: Logger;
@@ -224,7 +226,11 @@ export function createFleetBudget(opts: FleetBudgetOptions): FleetBudget {
     if (!g) {
       g = createKmsGateway(
         { client: opts.kmsClient },
-        { limiter: limiterFor(a.account, a.region).forMigration(participant, weight), ...(opts.metrics ? { metrics: opts.metrics.kmsHook } : {}) },
+        {
+          limiter: limiterFor(a.account, a.region).forMigration(participant, weight),
+          ...(opts.inFlight ? { inFlight: opts.inFlight } : {}),
+          ...(opts.metrics ? { metrics: opts.metrics.kmsHook } : {}),
+        },
       );
       gateways.set(k, g);
     }

@@ -20,7 +20,7 @@ import {
   type Source,
   type SourceSpec,
 } from '@rekey/core';
-import { createKmsGateway, type KmsGateway } from '@rekey/kms';
+import { createInFlightLimit, createKmsGateway, type KmsGateway } from '@rekey/kms';
 import { createSource } from '@rekey/sources';
 import { canonicalJson, createAuditLog, type AuditLog } from './audit.js';
 import { checkAuditBucket, exportAudit } from './audit-export.js';
@@ -55,6 +55,8 @@ export interface EngineOptions {
   /** The account's KMS quota in rps, so a budget can be changed to a percentage (`rekey budget 40%`). */
   readonly kmsQuotaRps?: number;
   readonly kmsAimd?: { decrease?: number; increaseRps?: number; windowMs?: number };
+  /** KMS cryptographic calls in flight in this process, across all its gateways (`worker.kmsConcurrency`). @defaultValue 16 */
+  readonly kmsConcurrency?: number;
   readonly logger?: Logger;
   /** Who this process is in audit entries. @defaultValue `<role>:<host>:<pid>` */
   readonly actor?: string;
@@ -164,6 +166,8 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   };
   const kmsClient = new KMSClient(clientConfig);
   const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
+  const inFlight = createInFlightLimit(opts.kmsConcurrency ?? 16);
+  metrics.setInFlight(() => ({ limit: inFlight.limit, inFlight: inFlight.inFlight(), waiting: inFlight.waiting(), busySeconds: inFlight.busySeconds() }));
   // One limiter per (account, Region); each migration's sources get a gateway bound to its fair share.
   const budget: FleetBudget | undefined = opts.kmsBudgetRps
     ? createFleetBudget({
@@ -176,6 +180,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         minRps: opts.kmsMinRps ?? 1,
         ...(opts.kmsAimd ? { aimd: opts.kmsAimd } : {}),
         kmsClient,
+        inFlight,
         metrics,
         audit,
         logger,
@@ -183,7 +188,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       })
     : undefined;
   const limiter = budget?.limiterFor(opts.accountId ?? 'default', opts.aws.region);
-  const kms = createKmsGateway({ client: kmsClient }, { ...(limiter ? { limiter } : {}), metrics: metrics.kmsHook });
+  const kms = createKmsGateway({ client: kmsClient }, { ...(limiter ? { limiter } : {}), inFlight, metrics: metrics.kmsHook });
   const pools = new Map<string, pg.Pool>();
   const defaultDbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 

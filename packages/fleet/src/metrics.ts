@@ -26,6 +26,8 @@ export interface FleetMetrics {
   readonly kmsHook: { observe(op: string, outcome: string, seconds: number): void; throttled(): void };
   /** Where `rekey_kms_limiter_grant_calls_total` and `rekey_kms_limiter_tokens_granted_total` are read at scrape time (the fleet budget sets it). */
   setLimiterStats(read: () => { grantCalls: number; tokensGranted: number }): void;
+  /** Where the `rekey_kms_calls_in_flight*` gauges are read at scrape time (the engine's in-flight limit). */
+  setInFlight(read: () => { limit: number; inFlight: number; waiting: number; busySeconds: number }): void;
 }
 
 /** Creates a registry with every Rekey metric and Node's default process metrics. */
@@ -64,6 +66,28 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
       this.inc(limiterStats().tokensGranted);
     },
   });
+  let inFlightStats: () => { limit: number; inFlight: number; waiting: number; busySeconds: number } = () => ({ limit: 0, inFlight: 0, waiting: 0, busySeconds: 0 });
+  const inFlightGauge = (name: string, help: string, field: 'limit' | 'inFlight' | 'waiting') =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(inFlightStats()[field]);
+      },
+    });
+  inFlightGauge('rekey_kms_calls_in_flight', 'KMS cryptographic calls in flight in this process', 'inFlight');
+  inFlightGauge('rekey_kms_calls_in_flight_limit', 'Most KMS cryptographic calls in flight in this process (worker.kmsConcurrency)', 'limit');
+  inFlightGauge('rekey_kms_calls_waiting_for_slot', 'Calls holding a limiter token and waiting for an in-flight slot', 'waiting');
+  new Counter({
+    name: 'rekey_kms_calls_in_flight_seconds_total',
+    help: 'Time KMS cryptographic calls spent in flight in this process, summed over calls (its rate is the mean number in flight)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(inFlightStats().busySeconds);
+    },
+  });
   const gateReady = new Gauge({ name: 'rekey_gate_ready', help: '1 when the old keys can be disabled', labelNames: ['migration'] as const, registers: [registry] });
   return {
     registry,
@@ -82,6 +106,9 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
     gateReady,
     setLimiterStats(read) {
       limiterStats = read;
+    },
+    setInFlight(read) {
+      inFlightStats = read;
     },
     batchDone(seconds, outcomes, migration, source) {
       batchDuration.observe(seconds);

@@ -41,6 +41,7 @@ export function engineOptionsFromConfig(config: Config, logger: Logger | undefin
     ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
     ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
     kmsMinRps: config.kms.minRps,
+    kmsConcurrency: config.worker.kmsConcurrency,
     kmsAimd: config.kms.aimd,
     monitorUsage: config.gate.monitorUsage,
     quietWindowSeconds: config.gate.quietWindowSeconds ?? 'per-migration',

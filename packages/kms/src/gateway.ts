@@ -16,6 +16,7 @@ import {
 } from '@aws-sdk/client-kms';
 import { ItemError, RetryableError, type KeyInfo } from '@rekey/core';
 import { classifyKmsError, isThrottleError, KmsGatewayError, type ClassifiedKmsError, type KeyRole } from './errors.js';
+import type { InFlightLimit } from './in-flight.js';
 import type { RateLimiter } from './limiter.js';
 import { resolveRetryPolicy, retry, type RetryAttempt, type RetryPolicy } from './retry.js';
 import type {
@@ -41,6 +42,11 @@ export type KmsClientSource = { client: KMSClient } | { clientConfig: KMSClientC
 export interface KmsGatewayOptions {
   /** Fleet-wide limiter; without one, calls are not rate limited (app-side use). */
   limiter?: RateLimiter;
+  /**
+   * Process-wide cap on cryptographic calls in flight, shared by every gateway of the process;
+   * a call takes its limiter token first, then a slot, and frees the slot when KMS answers.
+   */
+  inFlight?: InFlightLimit;
   metrics?: KmsMetricsHook;
   /** @defaultValue `{ maxAttempts: 5, baseMs: 50, capMs: 5000 }` */
   retry?: RetryPolicy;
@@ -156,7 +162,7 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
     throw new KmsGatewayError('invalid-client', 'createKmsGateway needs { client } or { clientConfig }');
   }
   const policy = resolveRetryPolicy(options.retry);
-  const { limiter, metrics } = options;
+  const { limiter, inFlight, metrics } = options;
   const targetCache = new Map<string, { info: KeyInfo; at: number }>();
 
   /** One attempt of a KMS call, with its token, classification and reports. */
@@ -168,12 +174,14 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
     crypto: boolean,
   ): Promise<T> {
     if (crypto && limiter) await limiter.acquire(signal);
+    const release = crypto && inFlight ? await inFlight.acquire(signal) : undefined;
     const t0 = performance.now();
     const observe = (outcome: KmsCallOutcome) => metrics?.observe(op, outcome, (performance.now() - t0) / 1000);
     let out: T;
     try {
       out = await send();
     } catch (err) {
+      release?.();
       if (signal?.aborted) {
         observe('aborted');
         throw signal.reason ?? err;
@@ -186,6 +194,7 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
       observe(classified.kind);
       throw classified;
     }
+    release?.();
     if (crypto) limiter?.onSuccess();
     observe('ok');
     return out;

@@ -4,6 +4,8 @@ export { retry, nextDelay, resolveRetryPolicy, DEFAULT_RETRY_POLICY } from './re
 export type { RetryAttempt, RetryOptions, RetryPolicy } from './retry.js';
 export { createKmsGateway, toKeyInfo } from './gateway.js';
 export type { KmsClientSource, KmsGatewayOptions } from './gateway.js';
+export { createInFlightLimit } from './in-flight.js';
+export type { InFlightLimit } from './in-flight.js';
 export { createRedisLimiter } from './limiter.js';
 export type { BudgetOption, LimiterStats, LongWaitInfo, RateLimiter, RedisLimiter, RedisLimiterOptions } from './limiter.js';
 export { aimdUpdate, capacity, fairShare, grantStep, initialState, maxGrant, refill, MAX_INCREASE_STEP_MS } from './limiter-math.js';

@@ -2,7 +2,7 @@ import { KMSClient } from '@aws-sdk/client-kms';
 import type { RateLimiter } from '../src/limiter.js';
 import type { KmsCallOutcome, KmsMetricsHook, KmsOperation } from '../src/types.js';
 
-/** What the fake KMS answers for one command: an output object, or an error to throw. */
+/** What the fake KMS answers for one command: an output object, or an error to throw (or a promise of either). */
 export type FakeAnswer = (command: string, input: Record<string, unknown>) => unknown;
 
 /**
@@ -17,7 +17,7 @@ export function fakeKmsClient(answer: FakeAnswer): { client: KMSClient; calls: A
       const command = String(context.commandName).replace(/Command$/, '');
       const input = args.input as Record<string, unknown>;
       calls.push({ command, input });
-      const out = answer(command, input);
+      const out = await answer(command, input);
       if (out instanceof Error) throw out;
       return { output: { $metadata: { httpStatusCode: 200 }, ...(out as object) }, response: {} } as never;
     },

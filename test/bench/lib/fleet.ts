@@ -123,6 +123,8 @@ export interface Fleet {
   stop(): Promise<void>;
 }
 
+const IN_FLIGHT_SECONDS = 'rekey_kms_calls_in_flight_seconds_total';
+
 /** How one timed fleet migration went. */
 export interface FleetRun {
   /** Seconds from creation until every item was processed in the re-encrypt pass. */
@@ -134,6 +136,8 @@ export interface FleetRun {
   readonly outcomes: Record<string, number>;
   /** What `count` returned at the end of the re-encrypt pass minus at the start (0 without `count`). */
   readonly counted: number;
+  /** Mean KMS calls in flight over the re-encrypt pass, summed over the workers (`rekey_kms_calls_in_flight_seconds_total`). */
+  readonly kmsInFlight: number;
 }
 
 /**
@@ -144,16 +148,18 @@ export interface FleetRun {
 export async function timeFleetMigration(fleet: Fleet, spec: Record<string, unknown>, n: number, count?: () => Promise<number>): Promise<FleetRun> {
   try {
     const c0 = count ? await count() : 0;
+    const busy0 = await fleet.workerMetric(IN_FLIGHT_SECONDS);
     const t0 = performance.now();
     const m = await fleet.api.create(spec);
     await fleet.waitProcessed(m.id, n, 900_000);
     const seconds = (performance.now() - t0) / 1000;
     const counted = count ? (await count()) - c0 : 0;
+    const kmsInFlight = ((await fleet.workerMetric(IN_FLIGHT_SECONDS)) - busy0) / seconds;
     let state = await fleet.waitSettled(m.id, 900_000);
     const settledSeconds = (performance.now() - t0) / 1000;
     const st = await fleet.api.status(m.id);
     if (st.migration.reason) state += ` (${st.migration.reason})`;
-    return { seconds, settledSeconds, state, outcomes: st.totals.outcomes, counted };
+    return { seconds, settledSeconds, state, outcomes: st.totals.outcomes, counted, kmsInFlight };
   } finally {
     await fleet.stop();
   }
@@ -165,10 +171,45 @@ export interface FleetOptions {
   workers: number;
   /** Batches per worker process (REKEY_WORKER_CONCURRENCY). */
   workerConcurrency: number;
+  /** KMS calls in flight per process (REKEY_WORKER_KMS_CONCURRENCY); the config default when unset. */
+  kmsConcurrency?: number;
   /** REKEY_KMS_BUDGET (rps or "N%"). */
   budget: string;
   quotaRps?: number;
   databaseUrl?: string;
+}
+
+/**
+ * The shape of the fleet the speed benchmarks compare at total KMS concurrency `c`: 2 workers x
+ * c/2 KMS calls in flight (`worker.kmsConcurrency`) = c, the raw loop's concurrency. A batch
+ * keeps `itemsPerKms` times as many items in flight as its worker has KMS slots, so the HEAD and
+ * CopyObject of some items overlap the ReEncrypt of others; a worker runs up to 4 batches (their
+ * items share its KMS slots) so that one batch's tail does not leave the slots idle.
+ */
+export function fleetShape(c: number, itemsPerKms: number) {
+  const kmsPerWorker = Math.max(1, Math.round(c / 2));
+  const itemsPerBatch = kmsPerWorker * itemsPerKms;
+  return {
+    workers: 2,
+    workerConcurrency: 4,
+    kmsConcurrency: kmsPerWorker,
+    itemsPerBatch,
+    text: `2 workers x ${kmsPerWorker} KMS calls in flight = ${kmsPerWorker * 2}; ${itemsPerBatch} items in flight per batch, up to 4 batches per worker`,
+  } as const;
+}
+
+/** Waits up to 30 s until `url` answers 2xx; throws if `child` exits first. */
+async function waitListening(url: string, child: ChildProcess, name: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}`);
+    if (i > 300) throw new Error(`${name} did not answer ${url} in 30 s`);
+    await sleep(100);
+  }
 }
 
 export async function startFleet(o: FleetOptions): Promise<Fleet> {
@@ -186,6 +227,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     REKEY_KMS_BUDGET: o.budget,
     ...(o.quotaRps ? { REKEY_KMS_QUOTA_RPS: String(o.quotaRps) } : {}),
     REKEY_WORKER_CONCURRENCY: String(o.workerConcurrency),
+    ...(o.kmsConcurrency ? { REKEY_WORKER_KMS_CONCURRENCY: String(o.kmsConcurrency) } : {}),
     DATABASE_URL: o.databaseUrl ?? process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test',
     AWS_ENDPOINT_URL: o.awsUrl,
     AWS_REGION: REGION,
@@ -198,21 +240,14 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
   const coordinator = spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/coordinator')], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   const api = httpClient(`http://127.0.0.1:${port}`, token);
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (coordinator.exitCode !== null) throw new Error(`coordinator exited with ${coordinator.exitCode}`);
-    if (i > 300) throw new Error('coordinator did not become healthy in 30 s');
-    await sleep(100);
-  }
+  await waitListening(`http://127.0.0.1:${port}/healthz`, coordinator, 'coordinator');
   // Every worker serves /metrics on a port of its own, so a benchmark can read what each one did.
   const metricsPorts = await Promise.all(Array.from({ length: o.workers }, () => freePort()));
   const workers = metricsPorts.map((mp) =>
     spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/worker')], { env: { ...env, REKEY_METRICS_PORT: String(mp) }, stdio: ['ignore', 'inherit', 'inherit'] }),
   );
+  // Timing starts with every worker ready to take jobs (it serves /metrics once its engine is up).
+  await Promise.all(workers.map((w, i) => waitListening(`http://127.0.0.1:${metricsPorts[i]}/metrics`, w, `worker ${i + 1}`)));
   const all = () => [coordinator, ...workers];
   return {
     api,
