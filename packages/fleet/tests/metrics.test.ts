@@ -55,6 +55,7 @@ describe('metrics after a known migration (engine in-process, aws-local, Redis, 
       aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials },
       logger: pino({ level: 'silent' }),
       kmsBudgetRps: 200,
+      kmsConcurrency: 3,
     });
     api = await buildApi(engine, { token: TOKEN, extend: (a) => registerMetricsRoute(a, engine) });
     oldKey = (await kms.send(new CreateKeyCommand({ Description: 'old' }))).KeyMetadata!.Arn!;
@@ -159,6 +160,18 @@ describe('metrics after a known migration (engine in-process, aws-local, Redis, 
     expect(calls).toBeGreaterThan(0);
     expect(tokens).toBeGreaterThanOrEqual(kmsCalls);
     expect(calls).toBeLessThan(kmsCalls);
+  });
+
+  it('exports the KMS in-flight limit, idle now, and the time the migration\'s calls spent in flight through it', () => {
+    const kmsCalls = scraped.get(series('rekey_kms_request_duration_seconds_count', { operation: 'ReEncrypt' })) ?? 0;
+    const kmsSeconds = scraped.get(series('rekey_kms_request_duration_seconds_sum', { operation: 'ReEncrypt' })) ?? 0;
+
+    expect(scraped.get('rekey_kms_calls_in_flight_limit')).toBe(3);
+    expect(scraped.get('rekey_kms_calls_in_flight')).toBe(0);
+    expect(scraped.get('rekey_kms_calls_waiting_for_slot')).toBe(0);
+    // The migration's gateways share the engine's slots: their calls' time in flight is counted there.
+    expect(kmsCalls).toBeGreaterThanOrEqual(12);
+    expect(scraped.get('rekey_kms_calls_in_flight_seconds_total')).toBeGreaterThanOrEqual(kmsSeconds * 0.9);
   });
 
   it('exports the limiter rate as the sum over the limiters this process runs, each within the budget', async () => {
