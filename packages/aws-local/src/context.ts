@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { AwsError } from './errors.js';
+import { randomId } from './ids.js';
 
 /** Who called and where: parsed from the SigV4 credential scope. Signatures are not verified. */
 export interface RequestContext {
@@ -55,7 +55,7 @@ export function contextFromRequest(
   }
   const accountId = /^\d{12}$/.test(accessKeyId) ? accessKeyId : DEFAULT_ACCOUNT;
   return {
-    requestId: randomUUID(),
+    requestId: randomId(),
     accessKeyId,
     accountId,
     region,

@@ -226,6 +226,8 @@ export class Controls {
   }
 
   private first<T>(m: Map<OpKey, T>, service: ServiceName, operation: string): T | undefined {
+    // Usually no rule is set at all: then there are no operation keys to build on every request.
+    if (m.size === 0) return undefined;
     for (const k of opKeysFor(service, operation)) {
       const v = m.get(k);
       if (v) return v;

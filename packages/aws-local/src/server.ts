@@ -59,13 +59,27 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
+/** The request headers as single strings. Node has already lower-cased their names. */
 function lowerHeaders(req: IncomingMessage): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(req.headers)) {
+  const headers = req.headers;
+  for (const k in headers) {
+    const v = headers[k];
     if (v === undefined) continue;
-    out[k.toLowerCase()] = Array.isArray(v) ? v.join(',') : v;
+    out[k] = Array.isArray(v) ? v.join(',') : v;
   }
   return out;
+}
+
+/**
+ * The headers to send: as the service answered them, except that a non-empty `x-amzn-requestid`
+ * goes first and an empty one is left out.
+ */
+function responseHeaders(headers: Record<string, string> = {}): Record<string, string> {
+  const requestId = headers['x-amzn-requestid'];
+  if (requestId === undefined) return headers;
+  const { 'x-amzn-requestid': _, ...rest } = headers;
+  return requestId ? { 'x-amzn-requestid': requestId, ...rest } : rest;
 }
 
 function jsonError(err: AwsError, contentType: string): RawResponse {
@@ -225,10 +239,8 @@ export async function startAwsLocal(opts: AwsLocalOptions = {}): Promise<AwsLoca
         };
       }
       if (res.destroyed) return;
-      const headers = { 'x-amzn-requestid': '', ...response.headers };
-      if (!headers['x-amzn-requestid']) delete (headers as Record<string, string>)['x-amzn-requestid'];
       try {
-        res.writeHead(response.status, headers);
+        res.writeHead(response.status, responseHeaders(response.headers));
       } catch (err) {
         // A header value HTTP can't carry (e.g. a response-* override with non-Latin-1 text).
         res.writeHead(400, { 'content-type': 'application/xml' });

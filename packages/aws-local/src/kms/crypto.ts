@@ -8,7 +8,6 @@ import {
   generateKeyPair,
   privateDecrypt,
   publicEncrypt,
-  randomBytes,
   randomFillSync,
   type KeyObject,
 } from 'node:crypto';
@@ -89,20 +88,55 @@ function bytesToKeyId(version: number, b: Buffer): string {
 /**
  * The encryption context as bytes, independent of key order: AWS treats `{a, b}` and `{b, a}`
  * as the same context. Each key and value is length-prefixed so no two contexts collide.
+ * Written after `prefix` bytes left free for the caller (the blob header of the GCM AAD).
  */
-export function canonicalContext(ctx: Record<string, string> | undefined): Buffer {
-  if (!ctx) return Buffer.alloc(0);
-  const keys = Object.keys(ctx).sort();
-  const parts: Buffer[] = [];
+function canonicalContextAfter(prefix: number, ctx: Record<string, string> | undefined): Buffer {
+  const keys = ctx ? Object.keys(ctx).sort() : [];
+  const parts: string[] = [];
+  let size = prefix;
   for (const k of keys) {
-    for (const s of [k, ctx[k] ?? '']) {
-      const b = Buffer.from(s, 'utf8');
-      const len = Buffer.allocUnsafe(4);
-      len.writeUInt32BE(b.length);
-      parts.push(len, b);
+    for (const s of [k, ctx?.[k] ?? '']) {
+      parts.push(s);
+      size += 4 + Buffer.byteLength(s, 'utf8');
     }
   }
-  return Buffer.concat(parts);
+  const out = Buffer.allocUnsafe(size);
+  let off = prefix;
+  for (const s of parts) {
+    const len = out.write(s, off + 4, 'utf8');
+    out.writeUInt32BE(len, off);
+    off += 4 + len;
+  }
+  return off === size ? out : out.subarray(0, off);
+}
+
+export function canonicalContext(ctx: Record<string, string> | undefined): Buffer {
+  return canonicalContextAfter(0, ctx);
+}
+
+/** The GCM additional data: the blob header, then the canonical encryption context. */
+function additionalData(blob: Buffer, context: Record<string, string> | undefined): Buffer {
+  const aad = canonicalContextAfter(HEADER, context);
+  blob.copy(aad, 0, 0, HEADER);
+  return aad;
+}
+
+/*
+ * IVs come from a pool filled a few hundred at a time: one CSPRNG call per IV was a visible
+ * share of a ReEncrypt's CPU time. Each IV is still fresh random bytes, used once.
+ */
+const IVS_PER_FILL = 256;
+const ivPool = Buffer.alloc(IV_LEN * IVS_PER_FILL);
+let nextIv = IVS_PER_FILL;
+
+/** Copies a fresh random IV into `target` at `offset`. */
+function writeRandomIv(target: Buffer, offset: number): void {
+  if (nextIv === IVS_PER_FILL) {
+    randomFillSync(ivPool);
+    nextIv = 0;
+  }
+  const start = IV_LEN * nextIv++;
+  ivPool.copy(target, offset, start, start + IV_LEN);
 }
 
 /** Encrypts under the current (last) material entry; returns the blob and the material id used. */
@@ -118,13 +152,14 @@ export function symmetricEncrypt(
   blob[0] = version;
   bytes.copy(blob, 1);
   material.copy(blob, 17, entryOff, entryOff + ID_LEN);
-  const iv = randomBytes(IV_LEN);
-  iv.copy(blob, HEADER);
+  writeRandomIv(blob, HEADER);
+  const iv = blob.subarray(HEADER, HEADER + IV_LEN);
   const cipher = createCipheriv('aes-256-gcm', material.subarray(entryOff + ID_LEN, entryOff + MATERIAL_ENTRY), iv);
-  cipher.setAAD(Buffer.concat([blob.subarray(0, HEADER), canonicalContext(context)]));
-  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  cipher.setAAD(additionalData(blob, context));
+  // GCM is a stream mode: update() returns every byte, final() none.
+  const written = cipher.update(plaintext).copy(blob, OVERHEAD);
+  cipher.final().copy(blob, OVERHEAD + written);
   cipher.getAuthTag().copy(blob, HEADER + IV_LEN);
-  body.copy(blob, OVERHEAD);
   return { blob, materialId: material.toString('hex', entryOff, entryOff + ID_LEN) };
 }
 
@@ -149,7 +184,7 @@ export function symmetricDecrypt(
   if (!aesKey) return undefined;
   try {
     const decipher = createDecipheriv('aes-256-gcm', aesKey, blob.subarray(HEADER, HEADER + IV_LEN));
-    decipher.setAAD(Buffer.concat([blob.subarray(0, HEADER), canonicalContext(context)]));
+    decipher.setAAD(additionalData(blob, context));
     decipher.setAuthTag(blob.subarray(HEADER + IV_LEN, OVERHEAD));
     return Buffer.concat([decipher.update(blob.subarray(OVERHEAD)), decipher.final()]);
   } catch {

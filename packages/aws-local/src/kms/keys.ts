@@ -105,8 +105,28 @@ export function partition(region: string): string {
   return 'aws';
 }
 
+/*
+ * ARNs of recently used keys. A KMS call needs its key's ARN several times (deny rules, the
+ * response, the usage log), and the usage log keeps one per call: building it once per key saves
+ * that work and lets the log's entries share one string. Bounded, so that a million keys do not
+ * hold a million more strings; a key's id, account and Region never change.
+ */
+const ARN_CACHE_MAX = 4096;
+const arnCache = new Map<Pick<KeyRecord, 'id' | 'account' | 'region'>, string>();
+
 export function keyArn(k: Pick<KeyRecord, 'id' | 'account' | 'region'>): string {
-  return `arn:${partition(k.region)}:kms:${k.region}:${k.account}:key/${k.id}`;
+  let arn = arnCache.get(k);
+  if (arn === undefined) {
+    arn = `arn:${partition(k.region)}:kms:${k.region}:${k.account}:key/${k.id}`;
+    if (arnCache.size >= ARN_CACHE_MAX) arnCache.clear();
+    arnCache.set(k, arn);
+  }
+  return arn;
+}
+
+/** Forgets cached ARNs (after reset/restore, so that dropped key records are not kept alive). */
+export function clearKeyArnCache(): void {
+  arnCache.clear();
 }
 
 export function aliasArn(account: string, region: string, name: string): string {

@@ -3,6 +3,7 @@ import type { Controls } from '../controls.js';
 import type { RequestContext } from '../context.js';
 import { AwsError, ConnectionResetFault } from '../errors.js';
 import type { Persistent } from '../http.js';
+import { StringInterner } from '../ids.js';
 import type { KmsUsageLog } from '../usage-log.js';
 import {
   clearKeyObjectCache,
@@ -42,6 +43,7 @@ import {
 import {
   aliasArn,
   applyTime,
+  clearKeyArnCache,
   currentMaterialId,
   DAY_MS,
   defaultPolicy,
@@ -135,6 +137,13 @@ function newKeyId(multiRegion: boolean): string {
   return Buffer.from(id, 'latin1').toString('latin1');
 }
 
+/** The keys a call used, first use first, each once (a call touches one or two keys). */
+function distinct(keys: readonly KeyRecord[]): KeyRecord[] {
+  const out: KeyRecord[] = [];
+  for (const k of keys) if (!out.includes(k)) out.push(k);
+  return out;
+}
+
 function b64(buf: Buffer): string {
   return buf.toString('base64');
 }
@@ -155,12 +164,21 @@ function lowerFirst(s: string): string {
   return s.charAt(0).toLowerCase() + s.slice(1);
 }
 
-/** Request parameters as CloudTrail records them: lowerCamel names, never plaintext or ciphertext. */
-function requestParameters(op: string, input: Input): Record<string, unknown> {
+/** Longer string parameters (descriptions, policies) are rarely repeated; they are not shared. */
+const MAX_SHARED_PARAMETER = 256;
+
+/**
+ * Request parameters as CloudTrail records them: lowerCamel names, never plaintext or ciphertext.
+ * The usage log keeps them for every call; string values (mostly the same few key ids) go
+ * through `strings`, so that entries share them instead of each keeping its request body alive
+ * (V8 may cut strings parsed from JSON out of the whole body text).
+ */
+function requestParameters(op: string, input: Input, strings: StringInterner): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(input)) {
+  for (const k in input) {
+    const v = input[k];
     if (SECRET_FIELDS.has(k) || v === undefined || v === null) continue;
-    out[lowerFirst(k)] = v;
+    out[lowerFirst(k)] = typeof v === 'string' && v.length <= MAX_SHARED_PARAMETER ? strings.intern(v) : v;
   }
   if (op === 'Encrypt' || op === 'Decrypt') out['encryptionAlgorithm'] ??= 'SYMMETRIC_DEFAULT';
   if (op === 'ReEncrypt') {
@@ -180,12 +198,14 @@ export class KmsService implements Persistent {
   private keys = new Map<string, KeyRecord>();
   /** Per `account:region`: key order and aliases. */
   private scopes = new Map<string, Scope>();
+  /** Shares the string request parameters the usage log keeps (see {@link requestParameters}). */
+  private readonly strings = new StringInterner();
 
   constructor(readonly deps: { controls: Controls; usage: KmsUsageLog }) {}
 
   /** Answers one KMS API call; AWS errors are thrown as {@link AwsError}. */
   async handle(op: string, input: Record<string, unknown>, ctx: RequestContext): Promise<Record<string, unknown>> {
-    const call: Call = { op, ctx, invokedBy: ctx.invokedBy, keys: [], requestParameters: requestParameters(op, input) };
+    const call: Call = { op, ctx, invokedBy: ctx.invokedBy, keys: [], requestParameters: requestParameters(op, input, this.strings) };
     try {
       await this.deps.controls.admit('kms', op, ctx);
       const out = await this.dispatch(call, input);
@@ -345,6 +365,7 @@ export class KmsService implements Persistent {
     this.keys.clear();
     this.scopes.clear();
     clearKeyObjectCache();
+    clearKeyArnCache();
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -361,28 +382,26 @@ export class KmsService implements Persistent {
 
   private log(call: Call, err: unknown): void {
     const { ctx } = call;
-    const arns = [...new Set(call.keys.map(keyArn))];
+    const keys = distinct(call.keys);
     const entry = this.deps.usage.append({
       eventTime: new Date(),
       eventName: call.op,
       accountId: ctx.accountId,
       region: ctx.region,
       accessKeyId: ctx.accessKeyId,
-      ...(call.invokedBy !== undefined && { invokedBy: call.invokedBy }),
+      invokedBy: call.invokedBy,
       sourceIp: call.invokedBy ?? ctx.sourceIp,
       userAgent: call.invokedBy ?? ctx.userAgent,
-      keyArns: arns,
+      keyArns: keys.map(keyArn),
       requestParameters: call.requestParameters,
       responseElements: null,
-      ...(err !== undefined && {
-        errorCode: err instanceof AwsError ? err.code : 'KMSInternalException',
-        errorMessage: err instanceof Error ? err.message : String(err),
-      }),
+      errorCode: err === undefined ? undefined : err instanceof AwsError ? err.code : 'KMSInternalException',
+      errorMessage: err === undefined ? undefined : err instanceof Error ? err.message : String(err),
       requestId: ctx.requestId,
     });
     if (err === undefined && USAGE_TRACKED.has(call.op)) {
       const at = entry.eventTime.getTime();
-      for (const k of new Set(call.keys)) {
+      for (const k of keys) {
         k.lastUse = { at, operation: call.op, eventId: entry.eventId, requestId: ctx.requestId };
       }
     }
