@@ -155,17 +155,15 @@ export function checkWriteConditions(headers: Readonly<Record<string, string>>, 
   }
 }
 
-/** The headers GET and HEAD return for an object version. */
-export function objectHeaders(bucket: Bucket, v: ObjectVersion, checksums: boolean): Record<string, string> {
-  const h: Record<string, string> = {
-    etag: quoted(v.etag),
-    'last-modified': httpDate(v.lastModified),
-    'accept-ranges': 'bytes',
-    'content-type': 'binary/octet-stream',
-  };
+/** The headers GET and HEAD return for an object version, added to `h` (and returned). */
+export function objectHeaders(bucket: Bucket, v: ObjectVersion, checksums: boolean, h: Record<string, string> = {}): Record<string, string> {
+  h['etag'] = quoted(v.etag);
+  h['last-modified'] = httpDate(v.lastModified);
+  h['accept-ranges'] = 'bytes';
+  h['content-type'] = 'binary/octet-stream';
   if (v.meta) {
-    for (const [k, val] of Object.entries(v.meta)) {
-      if (!k.startsWith('x-amz-checksum-') || checksums) h[k] = val;
+    for (const k in v.meta) {
+      if (!k.startsWith('x-amz-checksum-') || checksums) h[k] = v.meta[k] as string;
     }
   }
   if (checksums && v.meta && CHECKSUM_HEADERS.some((c) => v.meta?.[c] !== undefined)) {
@@ -173,7 +171,7 @@ export function objectHeaders(bucket: Bucket, v: ObjectVersion, checksums: boole
   }
   if (bucket.versioning) h['x-amz-version-id'] = v.versionId ?? 'null';
   if (v.storageClass) h['x-amz-storage-class'] = v.storageClass;
-  return { ...h, ...sseHeaders(v.sse, false) };
+  return Object.assign(h, sseHeaders(v.sse, false));
 }
 
 /** An XML response. */

@@ -140,10 +140,12 @@ async function readObject(core: S3Core, req: S3Request, withBody: boolean): Prom
   if (cond !== 'ok') return { ...cond, headers: { ...baseHeaders(req), ...cond.headers } };
   const range = parseRange(req.headers['range'], v.size);
   const checksums = req.headers['x-amz-checksum-mode'] === 'ENABLED' && !range;
-  const headers = { ...baseHeaders(req), ...objectHeaders(bucket, v, checksums) };
-  for (const [param, header] of RESPONSE_OVERRIDES) {
-    const value = req.query.get(param);
-    if (value !== null) headers[header] = value;
+  const headers = objectHeaders(bucket, v, checksums, baseHeaders(req));
+  if (req.query.size > 0) {
+    for (const [param, header] of RESPONSE_OVERRIDES) {
+      const value = req.query.get(param);
+      if (value !== null) headers[header] = value;
+    }
   }
   if (withBody && v.tags) headers['x-amz-tagging-count'] = String(Object.keys(v.tags).length);
   // HEAD never decrypts: S3 answers it from metadata without calling KMS.

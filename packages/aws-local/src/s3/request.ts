@@ -218,8 +218,8 @@ export function storedMetadata(headers: Readonly<Record<string, string>>, withCh
     const kept = enc.split(',').map((e) => e.trim()).filter((e) => e !== '' && e !== 'aws-chunked');
     if (kept.length > 0) set('content-encoding', kept.join(', '));
   }
-  for (const [k, v] of Object.entries(headers)) {
-    if (k.startsWith('x-amz-meta-')) set(k, v);
+  for (const k in headers) {
+    if (k.startsWith('x-amz-meta-')) set(k, headers[k] as string);
   }
   if (withChecksums) {
     for (const h of CHECKSUM_HEADERS) {
