@@ -188,9 +188,18 @@ export function baseHeaders(req: S3Request): Record<string, string> {
   return { 'x-amz-request-id': req.ctx.requestId, 'x-amz-id-2': req.ctx.requestId };
 }
 
+/** Canonical ids by account: listings with `fetch-owner` need one per object, and accounts are few. */
+const canonicalIds = new Map<string, string>();
+
 /** The canonical user id S3 shows as the owner of an account's buckets and objects. */
 export function canonicalId(accountId: string): string {
-  return createHash('sha256').update(`aws-local:${accountId}`).digest('hex');
+  let id = canonicalIds.get(accountId);
+  if (id === undefined) {
+    id = createHash('sha256').update(`aws-local:${accountId}`).digest('hex');
+    if (canonicalIds.size >= 1024) canonicalIds.clear();
+    canonicalIds.set(accountId, id);
+  }
+  return id;
 }
 
 /** The `<Owner>` element of lists. */

@@ -10,8 +10,12 @@ const XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n';
  */
 export type XmlChild = readonly [name: string, value: string | number | boolean | readonly XmlChild[]] | null | undefined | false;
 
+const NEEDS_ESCAPE = /[&<>"'\r\u0000-\u0008\u000b\u000c\u000e-\u001f]/;
+
 /** Escapes text for XML content; also escapes characters XML 1.0 cannot carry literally. */
 export function escapeXml(s: string): string {
+  // Most text (keys, ETags, dates) has nothing to escape; a test is much cheaper than a replace.
+  if (!NEEDS_ESCAPE.test(s)) return s;
   return s.replace(/[&<>"'\r\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, (c) => {
     switch (c) {
       case '&':
@@ -34,13 +38,15 @@ function render(children: readonly XmlChild[], out: string[]): void {
   for (const c of children) {
     if (!c) continue;
     const [name, value] = c;
-    const tag = name.split(' ', 1)[0] as string;
+    const space = name.indexOf(' ');
+    const tag = space < 0 ? name : name.slice(0, space);
     if (Array.isArray(value)) {
       out.push(`<${name}>`);
       render(value as readonly XmlChild[], out);
       out.push(`</${tag}>`);
     } else {
-      out.push(`<${name}>${escapeXml(String(value))}</${tag}>`);
+      // Numbers and booleans never need escaping.
+      out.push(`<${name}>${typeof value === 'string' ? escapeXml(value) : String(value)}</${tag}>`);
     }
   }
 }
