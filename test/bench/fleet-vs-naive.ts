@@ -9,7 +9,7 @@
  * the first `--naive-items` (2,000) of a second copy of the items and its rate is measured on
  * those; `--naive-items=20000` runs it on all of them.
  *
- *   npx tsx test/bench/fleet-vs-naive.ts [--items=20000] [--naive-items=2000] [--concurrency=32] [--items-per-kms=4]
+ *   npx tsx test/bench/fleet-vs-naive.ts [--items=20000] [--naive-items=2000] [--concurrency=32] [--items-per-kms=4] [--batches-per-worker=2]
  */
 import { ReEncryptCommand } from '@aws-sdk/client-kms';
 import { CopyObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -60,7 +60,7 @@ export async function fleetVsNaive(): Promise<BenchResult> {
     const naiveS = (performance.now() - tn) / 1000;
     const naiveRate = done / naiveS;
 
-    const shape = fleetShape(c, flag('items-per-kms', 4));
+    const shape = fleetShape(c, flag('items-per-kms', 4), flag('batches-per-worker', 2));
     const fleet = await startFleet({ awsUrl: aws.url, redisUrl, ...shape, budget: '1000000' });
     const run = await timeFleetMigration(fleet, { sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-naive-fleet' }], from: [oldKey], to: newKey, options: { concurrency: shape.itemsPerBatch } }, n);
     const { seconds: fleetS, settledSeconds: readyS, state, outcomes, kmsInFlight } = run;

@@ -2,6 +2,8 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pino, { type Logger } from 'pino';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
 import { KMSClient, DisableKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -164,9 +166,14 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     ...(opts.aws.endpoint ? { endpoint: opts.aws.endpoint } : {}),
     ...(opts.aws.credentials ? { credentials: opts.aws.credentials } : {}),
   };
-  const kmsClient = new KMSClient(clientConfig);
-  const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
   const inFlight = createInFlightLimit(opts.kmsConcurrency ?? 16);
+  // The SDK's default agents open at most 50 sockets per origin: more KMS slots would queue for one.
+  const kmsSockets = Math.max(50, inFlight.limit);
+  const kmsClient = new KMSClient({
+    ...clientConfig,
+    requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: kmsSockets }), httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: kmsSockets }) },
+  });
+  const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
   metrics.setInFlight(() => ({ limit: inFlight.limit, inFlight: inFlight.inFlight(), waiting: inFlight.waiting(), busySeconds: inFlight.busySeconds() }));
   // One limiter per (account, Region); each migration's sources get a gateway bound to its fair share.
   const budget: FleetBudget | undefined = opts.kmsBudgetRps
