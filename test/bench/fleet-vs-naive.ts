@@ -9,75 +9,133 @@
  * the first `--naive-items` (2,000) of a second copy of the items and its rate is measured on
  * those; `--naive-items=20000` runs it on all of them.
  *
- *   npx tsx test/bench/fleet-vs-naive.ts [--items=20000] [--naive-items=2000] [--concurrency=32] [--items-per-kms=4] [--batches-per-worker=2]
+ * The target line is the run at `--latency`. The comparison is then repeated at each latency of
+ * `--naive-also` (ms; the script on `--naive-also-items`, the fleet on `--also-items`, no verify
+ * pass). At 5 ms the fleet is bound by this machine's CPU (3 requests per item on 2 cores shared
+ * with aws-local) while the script is bound by latency; the extra rows show both at a latency
+ * closer to S3's.
+ *
+ *   npx tsx test/bench/fleet-vs-naive.ts [--items=20000] [--naive-items=2000] [--concurrency=32] [--items-per-kms=4]
+ *     [--batches-per-worker=2] [--naive-also=20] [--naive-also-items=300] [--also-items=10000]
  */
-import { ReEncryptCommand } from '@aws-sdk/client-kms';
-import { CopyObjectCommand, HeadObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { createKey, fleetShape, flag, isMain, machine, seedEnvelope, startAwsChild, startFleet, table, timeFleetMigration, type BenchResult } from './lib/fleet.js';
+import { ReEncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
+import { CopyObjectCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { createKey, fleetShape, flag, isMain, machine, seedEnvelope, startAwsChild, startFleet, table, timeFleetMigration, type AwsChild, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 30;
+
+/** The naive script: list, then HEAD + ReEncrypt + COPY per object, one at a time. Returns items/s. */
+async function naiveMigrate(s3: S3Client, kms: KMSClient, bucket: string, oldKey: string, newKey: string): Promise<{ done: number; seconds: number }> {
+  const t0 = performance.now();
+  let done = 0;
+  let token: string | undefined;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, ...(token ? { ContinuationToken: token } : {}) }));
+    for (const o of page.Contents ?? []) {
+      const head = await s3.send(new HeadObjectCommand({ Bucket: bucket, Key: o.Key! }));
+      const meta = head.Metadata ?? {};
+      const context = JSON.parse(meta['x-amz-matdesc'] ?? '{}') as Record<string, string>;
+      const re = await kms.send(new ReEncryptCommand({ CiphertextBlob: Buffer.from(meta['x-amz-key-v2'] ?? '', 'base64'), SourceKeyId: oldKey, DestinationKeyId: newKey, SourceEncryptionContext: context, DestinationEncryptionContext: context }));
+      await s3.send(new CopyObjectCommand({
+        Bucket: bucket,
+        Key: o.Key!,
+        CopySource: `${bucket}/${encodeURIComponent(o.Key!)}`,
+        CopySourceIfMatch: head.ETag,
+        MetadataDirective: 'REPLACE',
+        Metadata: { ...meta, 'x-amz-key-v2': Buffer.from(re.CiphertextBlob!).toString('base64') },
+        ...(head.ContentType ? { ContentType: head.ContentType } : {}),
+      }));
+      done++;
+    }
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return { done, seconds: (performance.now() - t0) / 1000 };
+}
+
+interface Point {
+  readonly latencyMs: number;
+  readonly naive: { readonly done: number; readonly seconds: number; readonly rate: number };
+  readonly fleet: { readonly n: number; readonly seconds: number; readonly rate: number; readonly kmsInFlight: number; readonly note: string; readonly reencrypted: number };
+  readonly ratio: number;
+}
+
+async function comparePoint(aws: AwsChild, keys: { oldKey: string; newKey: string }, tag: string, latencyMs: number, n: number, naiveN: number, settle: boolean): Promise<Point & { shapeText: string }> {
+  const kms = aws.kms(undefined, 4);
+  const s3 = aws.s3(undefined, 4);
+  await aws.admin('POST', 'latency', { op: '*' }); // no latency while seeding
+  await seedEnvelope(aws, `bench-naive-fleet${tag}`, keys.oldKey, n);
+  await seedEnvelope(aws, `bench-naive-script${tag}`, keys.oldKey, naiveN);
+  await aws.admin('POST', 'latency', { op: '*', fixedMs: latencyMs });
+  const naive = await naiveMigrate(s3, kms, `bench-naive-script${tag}`, keys.oldKey, keys.newKey);
+
+  const shape = fleetShape(flag('concurrency', 32), flag('items-per-kms', 4), flag('batches-per-worker', 2));
+  const fleet = await startFleet({ awsUrl: aws.url, redisUrl: process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379', ...shape, budget: '1000000' });
+  const run = await timeFleetMigration(
+    fleet,
+    { sources: [{ name: 'env', kind: 's3-envelope', bucket: `bench-naive-fleet${tag}` }], from: [keys.oldKey], to: keys.newKey, options: { concurrency: shape.itemsPerBatch } },
+    n,
+    undefined,
+    settle,
+  );
+  const reencrypted = run.outcomes['reencrypted'] ?? 0;
+  const note = `${run.kmsInFlight.toFixed(1)} KMS calls in flight on average; ${
+    settle ? `all re-encrypted at ${run.seconds.toFixed(1)} s, ${run.state} (verify pass done) at ${run.settledSeconds.toFixed(1)} s; ` : ''
+  }reencrypted ${reencrypted}, failed ${run.outcomes['failed'] ?? 0}`;
+  const naiveRate = naive.done / naive.seconds;
+  return {
+    latencyMs,
+    naive: { ...naive, rate: naiveRate },
+    fleet: { n, seconds: run.seconds, rate: n / run.seconds, kmsInFlight: run.kmsInFlight, note, reencrypted },
+    ratio: n / run.seconds / naiveRate,
+    shapeText: shape.text,
+  };
+}
 
 export async function fleetVsNaive(): Promise<BenchResult> {
   const n = flag('items', 20_000);
   const naiveN = Math.min(n, flag('naive-items', 2000));
-  const c = flag('concurrency', 32);
   const latencyMs = flag('latency', 5);
-  const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+  const alsoLatencies = (process.argv.find((a) => a.startsWith('--naive-also='))?.slice('--naive-also='.length) ?? '20')
+    .split(',')
+    .filter((x) => x !== '' && x !== 'none')
+    .map((x) => {
+      const v = Number(x);
+      if (!Number.isFinite(v) || v < 0) throw new Error(`--naive-also must be a list of latencies in ms, got ${JSON.stringify(x)}`);
+      return v;
+    });
+  const alsoN = flag('also-items', 10_000);
+  const alsoNaiveN = Math.min(alsoN, flag('naive-also-items', 300));
   const aws = await startAwsChild();
   try {
     const kms = aws.kms(undefined, 4);
-    const s3 = aws.s3(undefined, 4);
-    const oldKey = await createKey(kms, 'bench old');
-    const newKey = await createKey(kms, 'bench new');
-    await seedEnvelope(aws, 'bench-naive-fleet', oldKey, n);
-    await seedEnvelope(aws, 'bench-naive-script', oldKey, naiveN);
-    await aws.admin('POST', 'latency', { op: '*', fixedMs: latencyMs });
+    const keys = { oldKey: await createKey(kms, 'bench old'), newKey: await createKey(kms, 'bench new') };
+    const main = await comparePoint(aws, keys, '', latencyMs, n, naiveN, true);
+    const extra: Point[] = [];
+    for (const [i, l] of alsoLatencies.entries()) extra.push(await comparePoint(aws, keys, `-${i + 1}`, l, alsoN, alsoNaiveN, false));
 
-    // The naive script: list, then HEAD + ReEncrypt + COPY per object, one at a time.
-    const tn = performance.now();
-    let done = 0;
-    let token: string | undefined;
-    do {
-      const page = await s3.send(new ListObjectsV2Command({ Bucket: 'bench-naive-script', ...(token ? { ContinuationToken: token } : {}) }));
-      for (const o of page.Contents ?? []) {
-        const head = await s3.send(new HeadObjectCommand({ Bucket: 'bench-naive-script', Key: o.Key! }));
-        const meta = head.Metadata ?? {};
-        const context = JSON.parse(meta['x-amz-matdesc'] ?? '{}') as Record<string, string>;
-        const re = await kms.send(new ReEncryptCommand({ CiphertextBlob: Buffer.from(meta['x-amz-key-v2'] ?? '', 'base64'), SourceKeyId: oldKey, DestinationKeyId: newKey, SourceEncryptionContext: context, DestinationEncryptionContext: context }));
-        await s3.send(new CopyObjectCommand({
-          Bucket: 'bench-naive-script',
-          Key: o.Key!,
-          CopySource: `bench-naive-script/${encodeURIComponent(o.Key!)}`,
-          CopySourceIfMatch: head.ETag,
-          MetadataDirective: 'REPLACE',
-          Metadata: { ...meta, 'x-amz-key-v2': Buffer.from(re.CiphertextBlob!).toString('base64') },
-          ...(head.ContentType ? { ContentType: head.ContentType } : {}),
-        }));
-        done++;
-      }
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    const naiveS = (performance.now() - tn) / 1000;
-    const naiveRate = done / naiveS;
-
-    const shape = fleetShape(c, flag('items-per-kms', 4), flag('batches-per-worker', 2));
-    const fleet = await startFleet({ awsUrl: aws.url, redisUrl, ...shape, budget: '1000000' });
-    const run = await timeFleetMigration(fleet, { sources: [{ name: 'env', kind: 's3-envelope', bucket: 'bench-naive-fleet' }], from: [oldKey], to: newKey, options: { concurrency: shape.itemsPerBatch } }, n);
-    const { seconds: fleetS, settledSeconds: readyS, state, outcomes, kmsInFlight } = run;
-    const fleetRate = n / fleetS;
-    const ratio = fleetRate / naiveRate;
-    const ok = ratio >= TARGET && outcomes['reencrypted'] === n;
+    const ok = main.ratio >= TARGET && main.fleet.reencrypted === n;
     const report = [
       `fleet-vs-naive — ${machine()}`,
-      `aws-local latency ${latencyMs} ms on every call, no quota; fleet: ${shape.text}`,
+      `aws-local latency ${latencyMs} ms on every call, no quota; fleet: ${main.shapeText}`,
       '',
       table(['variant', 'items', 'seconds', 'items/s', 'notes'], [
-        ['naive script (HEAD, ReEncrypt, COPY; sequential)', done, naiveS.toFixed(1), naiveRate.toFixed(1), `${((naiveS * 1000) / done).toFixed(1)} ms per item`],
-        ['fleet, 2 workers', n, fleetS.toFixed(1), fleetRate.toFixed(0), `${kmsInFlight.toFixed(1)} KMS calls in flight on average; all re-encrypted at ${fleetS.toFixed(1)} s, ${state} (verify pass done) at ${readyS.toFixed(1)} s; reencrypted ${outcomes['reencrypted'] ?? 0}, failed ${outcomes['failed'] ?? 0}`],
+        ['naive script (HEAD, ReEncrypt, COPY; sequential)', main.naive.done, main.naive.seconds.toFixed(1), main.naive.rate.toFixed(1), `${((main.naive.seconds * 1000) / main.naive.done).toFixed(1)} ms per item`],
+        ['fleet, 2 workers', n, main.fleet.seconds.toFixed(1), main.fleet.rate.toFixed(0), main.fleet.note],
       ]),
       '',
+      table(['latency ms', 'naive items', 'naive items/s', 'fleet items', 'fleet items/s', 'ratio', 'fleet KMS calls in flight'], [main, ...extra].map((p) => [
+        p.latencyMs,
+        p.naive.done,
+        p.naive.rate.toFixed(1),
+        p.fleet.n,
+        p.fleet.rate.toFixed(0),
+        p.ratio.toFixed(1),
+        p.fleet.kmsInFlight.toFixed(1),
+      ])),
+      '',
     ].join('\n');
-    return { report, line: `bench: fleet-vs-naive ratio=${ratio.toFixed(1)} target=${TARGET} ${ok ? 'ok' : 'miss'}`, ok };
+    const extraFields = extra.map((p) => `ratio_${p.latencyMs}ms=${p.ratio.toFixed(1)}`).join(' ');
+    return { report, line: `bench: fleet-vs-naive ratio=${main.ratio.toFixed(1)} target=${TARGET} ${ok ? 'ok' : 'miss'}${extraFields ? ` ${extraFields}` : ''}`, ok };
   } finally {
     await aws.close();
   }
