@@ -62,7 +62,7 @@ describe('crashes and concurrent writers', () => {
     }
   });
 
-  it('SIGTERM makes a worker finish its items in flight, return the rest to the queue and exit 0', async () => {
+  it('SIGTERM makes a worker stop its items in flight, return the batch to the queue uncounted and exit 0', async () => {
     stack = await startStack({ workers: 1 });
     const { oldKey } = await aliasedKey(stack, 'alias/sigterm');
     await seedSseObjects(stack.s3, 'sigterm', 'alias/sigterm', 300);

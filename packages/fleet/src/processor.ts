@@ -29,7 +29,7 @@ export interface BatchProcessorDeps {
   readonly sources: SourceRegistry;
   readonly logger: Logger;
   readonly metrics?: FleetMetrics;
-  /** Aborted on SIGTERM: in-flight items finish, the rest go back to the queue. */
+  /** Aborted on SIGTERM: items in flight are aborted and the whole batch goes back to the queue, counting nothing. */
   readonly shutdown: AbortSignal;
   /** Who writes audit entries (e.g. `worker:<host>:<pid>`). */
   readonly actor: string;
@@ -104,7 +104,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     const results = await mapBounded(
       data.items,
       options.concurrency,
-      async (item): Promise<ItemResult> => {
+      async (item): Promise<ItemResult | undefined> => {
         try {
           if (data.mode === 'verify') {
             const ins = await source.inspect(item, plan, ctx);
@@ -113,6 +113,9 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
           const r = await source.reencrypt(item, plan, ctx);
           return { kind: 'outcome', outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: oneLine(r.reason) } : {}) };
         } catch (err) {
+          // Cut short by SIGTERM (in its KMS call or waiting for a slot): not an outcome. The
+          // batch goes back to the queue as if the item had not started.
+          if (shutdown.aborted) return undefined;
           if (err instanceof MigrationFatalError) {
             stop = true;
             return { kind: 'fatal', error: err };
@@ -151,7 +154,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       throw retry.error;
     }
     if (results.some((r) => r === undefined)) {
-      // Shutting down: items not started go back to the queue with the batch; nothing is counted now.
+      // Shutting down: items not started or cut short go back to the queue with the batch; nothing is counted now.
       await job.moveToDelayed(Date.now(), token);
       throw new DelayedError();
     }

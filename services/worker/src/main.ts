@@ -2,8 +2,9 @@
 import { closeOnSignals, createEngine, engineOptionsFromConfig, loadProcessConfig, processLogger, startMetricsServer } from '@rekey/fleet';
 
 /**
- * The worker process: a BullMQ worker over the fleet queue. On SIGTERM it finishes the items in
- * flight, returns the rest of their batches to the queue, and exits.
+ * The worker process: a BullMQ worker over the fleet queue. On SIGTERM it aborts the items in
+ * flight, returns their batches to the queue whole (nothing is counted; every item operation is
+ * idempotent, so the next worker redoes them safely), and exits.
  */
 async function main(): Promise<void> {
   const logger = processLogger();
@@ -13,7 +14,7 @@ async function main(): Promise<void> {
   const metricsServer = config.worker.metricsPort !== undefined ? await startMetricsServer({ metrics: engine.metrics, port: config.worker.metricsPort }) : undefined;
   logger.info({ concurrency: config.worker.concurrency, metricsPort: metricsServer?.port }, 'worker started');
 
-  closeOnSignals(logger, 'worker draining: finishing items in flight', async () => {
+  closeOnSignals(logger, 'worker stopping: returning its batches to the queue', async () => {
     await worker.close();
     await metricsServer?.close();
     await engine.close();
