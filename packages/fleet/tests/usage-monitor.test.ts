@@ -4,9 +4,9 @@ import { CreateKeyCommand, DecryptCommand, EncryptCommand, GenerateDataKeyComman
 import { CloudTrailClient, type Event as TrailEvent } from '@aws-sdk/client-cloudtrail';
 import pino from 'pino';
 import { parseMigrationSpec, type Migration } from '@rekey/core';
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { awsClientConfig, cleanupRedisPrefix, createTestRedis, redisUrl, TEST_CREDENTIALS, uniqueName, uniquePrefix, useAwsLocal, type AwsTestEndpoint } from '@rekey/testing';
-import { createEngine } from '../src/engine.js';
+import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { awsClientConfig, TEST_CREDENTIALS, uniqueName, useAwsLocal, type AwsTestEndpoint } from '@rekey/testing';
+import { startEngineFixture } from './engine-fixture.js';
 import { classifyEvent, createRateGate, createUsageMonitor, principalMatcher } from '../src/usage-monitor.js';
 import { createFleetMetrics } from '../src/metrics.js';
 import type { OldKeyUsage } from '../src/gate.js';
@@ -267,20 +267,8 @@ describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail Look
 
 describe('usage monitor in the engine: per-migration quiet window', () => {
   it("keeps old-key-quiet red until the migration's quiet window has passed, then the migration turns ready", async () => {
-    const ep = await useAwsLocal();
-    const kms = new KMSClient(awsClientConfig(ep));
-    const s3 = new S3Client(awsClientConfig(ep));
-    const prefix = uniquePrefix('quiet');
-    const engine = await createEngine({
-      redisUrl: redisUrl(),
-      prefix,
-      aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials },
-      logger: pino({ level: 'silent' }),
-      quietWindowSeconds: 'per-migration',
-      usageMonitor: { intervalMs: 200, requestsPerSecond: 20 },
-    });
-    const coordinator = engine.startCoordinator({ tickMs: 100 });
-    const worker = engine.startWorker({ concurrency: 2 });
+    const fx = await startEngineFixture('quiet', { engine: { quietWindowSeconds: 'per-migration', usageMonitor: { intervalMs: 200, requestsPerSecond: 20 } } });
+    const { engine, kms, s3 } = fx;
     try {
       const oldKey = (await kms.send(new CreateKeyCommand({}))).KeyMetadata!.Arn!;
       const to = (await kms.send(new CreateKeyCommand({}))).KeyMetadata!.Arn!;
@@ -304,15 +292,7 @@ describe('usage monitor in the engine: per-migration quiet window', () => {
       const usage = (await engine.status(m.id)).usage!;
       expect(Date.parse(usage.checkedAt!) - Date.parse(fresh.verifyStartedAt!)).toBeGreaterThanOrEqual(3000);
     } finally {
-      await worker.close();
-      await coordinator.close();
-      await engine.close();
-      const r = createTestRedis();
-      await cleanupRedisPrefix(r, prefix);
-      await r.quit();
-      kms.destroy();
-      s3.destroy();
-      await ep.close();
+      await fx.close();
     }
   });
 });
