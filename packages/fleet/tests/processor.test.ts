@@ -12,24 +12,24 @@ const migration: Migration = {
   id: 'm-proc',
   spec: MigrationSpecSchema.parse({ id: 'm-proc', sources: [{ name: 'rows', kind: 'postgres', table: 't', primaryKey: ['id'], column: 'c' }], from: [OLD], to: NEW, options: { concurrency: 4 } }),
   state: 'running',
-  keys: { from: [OLD], to: NEW },
+  keys: { from: [OLD], to: NEW, aliases: {} },
   createdAt: '2026-11-29T00:00:00.000Z',
   updatedAt: '2026-11-29T00:00:00.000Z',
-} as Migration;
+};
 
 /** A source whose items wait until their signal aborts (as a KMS call or a slot wait would). */
 function hangingSource(started: { n: number }): Source {
   return {
     kind: 'postgres',
     name: 'rows',
-    list: async () => ({ items: [], cursor: null }),
+    list: async () => ({ items: [], next: null }),
     reencrypt: (_item, _plan, ctx) =>
       new Promise<ItemOutcome>((_resolve, reject) => {
         started.n++;
         ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true });
       }),
     inspect: async () => ({ state: 'current' }),
-  } as Source;
+  };
 }
 
 describe('batch processor on SIGTERM', () => {
@@ -49,7 +49,7 @@ describe('batch processor on SIGTERM', () => {
     const delayed: number[] = [];
     const job = {
       id: 'm-proc.rows.r1.0',
-      data: { migrationId: 'm-proc', source: 'rows', page: 0, items: [{ pk: ['1'] }, { pk: ['2'] }, { pk: ['3'] }], mode: 'reencrypt' } as BatchJob,
+      data: { migrationId: 'm-proc', source: 'rows', page: 0, items: [1, 2, 3].map((id) => ({ kind: 'row' as const, pk: [id] })), mode: 'reencrypt' } satisfies BatchJob,
       attemptsMade: 0,
       opts: { attempts: 5 },
       moveToDelayed: async (at: number) => void delayed.push(at),
