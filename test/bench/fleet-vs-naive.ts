@@ -20,7 +20,7 @@
  */
 import { ReEncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
 import { CopyObjectCommand, HeadObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
-import { createKey, fleetShape, flag, isMain, machine, seedEnvelope, startAwsChild, startFleet, table, timeFleetMigration, type AwsChild, type BenchResult } from './lib/fleet.js';
+import { createKey, fleetShape, flag, isMain, listFlag, machine, seedEnvelope, startAwsChild, startFleet, table, timeFleetMigration, type AwsChild, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 30;
 
@@ -95,14 +95,11 @@ export async function fleetVsNaive(): Promise<BenchResult> {
   const n = flag('items', 20_000);
   const naiveN = Math.min(n, flag('naive-items', 2000));
   const latencyMs = flag('latency', 5);
-  const alsoLatencies = (process.argv.find((a) => a.startsWith('--naive-also='))?.slice('--naive-also='.length) ?? '20')
-    .split(',')
-    .filter((x) => x !== '' && x !== 'none')
-    .map((x) => {
-      const v = Number(x);
-      if (!Number.isFinite(v) || v < 0) throw new Error(`--naive-also must be a list of latencies in ms, got ${JSON.stringify(x)}`);
-      return v;
-    });
+  const alsoLatencies = listFlag('naive-also', [20], (part) => {
+    const v = Number(part);
+    if (part === '' || !Number.isFinite(v) || v < 0) throw new Error(`--naive-also must be a list of latencies in ms, got ${JSON.stringify(part)}`);
+    return v;
+  });
   const alsoN = flag('also-items', 10_000);
   const alsoNaiveN = Math.min(alsoN, flag('naive-also-items', 300));
   const aws = await startAwsChild();

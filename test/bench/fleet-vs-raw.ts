@@ -16,7 +16,7 @@
  *     [--batches-per-worker=2] [--also=4@5,8@20] [--also-items=10000]
  */
 import { GenerateDataKeyWithoutPlaintextCommand, ReEncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
-import { createKey, fleetShape, flag, isMain, machine, pairsFlag, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type AwsChild, type BenchResult } from './lib/fleet.js';
+import { createKey, fleetShape, flag, isMain, listFlag, machine, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type AwsChild, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 0.85;
 
@@ -100,10 +100,11 @@ export async function fleetVsRaw(): Promise<BenchResult> {
   const n = flag('items', 20_000);
   const c = flag('concurrency', 32);
   const latencyMs = flag('latency', 5);
-  const also = pairsFlag('also', [
-    [4, 5],
-    [8, 20],
-  ]);
+  const also = listFlag<readonly [number, number]>('also', [[4, 5], [8, 20]], (part) => {
+    const m = /^(\d+)@(\d+(?:\.\d+)?)$/.exec(part);
+    if (!m) throw new Error(`--also must be a list like 4@5,8@20 (concurrency@latency-ms), got ${JSON.stringify(part)}`);
+    return [Number(m[1]), Number(m[2])];
+  });
   const alsoN = flag('also-items', 10_000);
   const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
   const aws = await startAwsChild();

@@ -174,7 +174,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: kmsSockets }), httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: kmsSockets }) },
   });
   const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
-  metrics.setInFlight(() => ({ limit: inFlight.limit, inFlight: inFlight.inFlight(), waiting: inFlight.waiting(), busySeconds: inFlight.busySeconds() }));
+  metrics.setInFlight(inFlight);
   // One limiter per (account, Region); each migration's sources get a gateway bound to its fair share.
   const budget: FleetBudget | undefined = opts.kmsBudgetRps
     ? createFleetBudget({

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { OUTCOMES, type Outcome } from '@rekey/core';
+import type { InFlightLimit } from '@rekey/kms';
 
 /**
  * The fleet's one metrics registry module. Labels are bounded: migration ids, source names,
@@ -26,8 +27,8 @@ export interface FleetMetrics {
   readonly kmsHook: { observe(op: string, outcome: string, seconds: number): void; throttled(): void };
   /** Where `rekey_kms_limiter_grant_calls_total` and `rekey_kms_limiter_tokens_granted_total` are read at scrape time (the fleet budget sets it). */
   setLimiterStats(read: () => { grantCalls: number; tokensGranted: number }): void;
-  /** Where the `rekey_kms_calls_in_flight*` gauges are read at scrape time (the engine's in-flight limit). */
-  setInFlight(read: () => { limit: number; inFlight: number; waiting: number; busySeconds: number }): void;
+  /** The engine's in-flight limit, read by the `rekey_kms_calls_in_flight*` metrics at scrape time. */
+  setInFlight(limit: InFlightLimit): void;
 }
 
 /** Creates a registry with every Rekey metric and Node's default process metrics. */
@@ -66,26 +67,26 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
       this.inc(limiterStats().tokensGranted);
     },
   });
-  let inFlightStats: () => { limit: number; inFlight: number; waiting: number; busySeconds: number } = () => ({ limit: 0, inFlight: 0, waiting: 0, busySeconds: 0 });
-  const inFlightGauge = (name: string, help: string, field: 'limit' | 'inFlight' | 'waiting') =>
+  let inFlight: InFlightLimit | undefined;
+  const inFlightGauge = (name: string, help: string, read: (l: InFlightLimit) => number) =>
     new Gauge({
       name,
       help,
       registers: [registry],
       collect() {
-        this.set(inFlightStats()[field]);
+        this.set(inFlight ? read(inFlight) : 0);
       },
     });
-  inFlightGauge('rekey_kms_calls_in_flight', 'KMS cryptographic calls in flight in this process', 'inFlight');
-  inFlightGauge('rekey_kms_calls_in_flight_limit', 'Most KMS cryptographic calls in flight in this process (worker.kmsConcurrency)', 'limit');
-  inFlightGauge('rekey_kms_calls_waiting_for_slot', 'Calls holding a limiter token and waiting for an in-flight slot', 'waiting');
+  inFlightGauge('rekey_kms_calls_in_flight', 'KMS cryptographic calls in flight in this process', (l) => l.inFlight());
+  inFlightGauge('rekey_kms_calls_in_flight_limit', 'Most KMS cryptographic calls in flight in this process (worker.kmsConcurrency)', (l) => l.limit);
+  inFlightGauge('rekey_kms_calls_waiting_for_slot', 'Calls holding a limiter token and waiting for an in-flight slot', (l) => l.waiting());
   new Counter({
     name: 'rekey_kms_calls_in_flight_seconds_total',
     help: 'Time KMS cryptographic calls spent in flight in this process, summed over calls (its rate is the mean number in flight)',
     registers: [registry],
     collect() {
       this.reset();
-      this.inc(inFlightStats().busySeconds);
+      this.inc(inFlight?.busySeconds() ?? 0);
     },
   });
   const gateReady = new Gauge({ name: 'rekey_gate_ready', help: '1 when the old keys can be disabled', labelNames: ['migration'] as const, registers: [registry] });
@@ -107,8 +108,8 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
     setLimiterStats(read) {
       limiterStats = read;
     },
-    setInFlight(read) {
-      inFlightStats = read;
+    setInFlight(limit) {
+      inFlight = limit;
     },
     batchDone(seconds, outcomes, migration, source) {
       batchDuration.observe(seconds);

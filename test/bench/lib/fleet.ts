@@ -34,17 +34,16 @@ export function flag(name: string, fallback: number): number {
   return n;
 }
 
-/** A list flag such as `--also=4@5,8@20`: pairs of numbers; `fallback` when absent, [] for `--also=none`. */
-export function pairsFlag(name: string, fallback: readonly (readonly [number, number])[]): (readonly [number, number])[] {
+/**
+ * A list flag such as `--also=4@5,8@20`: each comma-separated part through `parse` (which throws
+ * on a bad part); `fallback` when absent, [] for `--also=none`.
+ */
+export function listFlag<T>(name: string, fallback: readonly T[], parse: (part: string) => T): T[] {
   const arg = process.argv.find((a) => a.startsWith(`--${name}=`));
   const raw = arg?.slice(name.length + 3) ?? process.env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
   if (raw === undefined) return [...fallback];
   if (raw === 'none' || raw === '') return [];
-  return raw.split(',').map((part) => {
-    const m = /^(\d+)@(\d+(?:\.\d+)?)$/.exec(part.trim());
-    if (!m) throw new Error(`--${name} must be a list like 4@5,8@20 (concurrency@latency-ms), got ${JSON.stringify(part)}`);
-    return [Number(m[1]), Number(m[2])] as const;
-  });
+  return raw.split(',').map((part) => parse(part.trim()));
 }
 
 export function machine(): string {
