@@ -17,7 +17,11 @@ export interface CoordinatorDeps {
   readonly exportAudit?: (m: Migration) => Promise<boolean>;
   /** How long a failed audit export waits before it is tried again. @defaultValue 30000 */
   readonly exportRetryMs?: number;
-  /** How often the loop looks at every migration. @defaultValue 500 */
+  /**
+   * How often the loop looks at every migration when nothing wakes it. Changes wake it at once
+   * (`wake`, called for every message on the store's change channel), so the tick is a fallback.
+   * @defaultValue 500
+   */
   readonly tickMs?: number;
 }
 
@@ -34,6 +38,8 @@ export function createCoordinator(deps: CoordinatorDeps) {
   const passes = new Map<string, { mode: PassMode; abort: AbortController; done: Promise<void> }>();
   let timer: NodeJS.Timeout | undefined;
   let ticking: Promise<void> | undefined;
+  let busy = false;
+  let wakeAgain = false;
   let stopped = false;
   const exportRetryAt = new Map<string, number>();
 
@@ -67,6 +73,7 @@ export function createCoordinator(deps: CoordinatorDeps) {
         logger.error({ migration: m.id, mode, err: (err as Error).message }, 'enumeration failed; it is retried on the next tick');
       } finally {
         passes.delete(m.id);
+        wake();
       }
     })();
     passes.set(m.id, { mode, abort, done });
@@ -136,18 +143,35 @@ export function createCoordinator(deps: CoordinatorDeps) {
     }
   }
 
+  function loop(): void {
+    busy = true;
+    wakeAgain = false;
+    ticking = tick()
+      .catch((err: unknown) => logger.error({ err: (err as Error).message }, 'coordinator tick failed'))
+      .finally(() => {
+        busy = false;
+        // A change seen during the tick may have been read before it happened: look again now.
+        if (!stopped) timer = setTimeout(loop, wakeAgain ? 0 : (deps.tickMs ?? 500));
+      });
+  }
+
+  /** Runs a tick now (or right after the one running) instead of waiting for the timer. */
+  function wake(): void {
+    if (stopped || !timer && !busy) return; // not started
+    if (busy) {
+      wakeAgain = true;
+      return;
+    }
+    clearTimeout(timer);
+    timer = setTimeout(loop, 0);
+  }
+
   return {
     /** Runs one pass over all migrations (tests call this directly). */
     tick,
+    wake,
     start(): void {
       stopped = false;
-      const loop = () => {
-        ticking = tick()
-          .catch((err: unknown) => logger.error({ err: (err as Error).message }, 'coordinator tick failed'))
-          .finally(() => {
-            if (!stopped) timer = setTimeout(loop, deps.tickMs ?? 500);
-          });
-      };
       loop();
     },
     async stop(): Promise<void> {

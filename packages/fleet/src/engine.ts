@@ -543,6 +543,12 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         : settle;
       const coordinator = createCoordinator({ store, enumerator, logger, actor, settle: settleFresh, exportAudit: exportAuditOf, tickMs: c.tickMs ?? 500 });
       coordinator.start();
+      // Any process that changes a migration (the API, a CLI, a worker recording the last batch of a
+      // pass) publishes its id: the coordinator acts on it now rather than on its next tick.
+      const changes = redis.duplicate();
+      changes.on('message', () => coordinator.wake());
+      changes.on('error', (err: Error) => logger.debug({ err: err.message }, 'change subscription error (ioredis reconnects)'));
+      changes.subscribe(keys.changes()).catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'could not subscribe to migration changes; the coordinator ticks only'));
       monitor?.start();
       let intake: ReturnType<typeof createIntake> | undefined;
       if (opts.intake) {
@@ -570,6 +576,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
           await intake?.stop();
           await monitor?.stop();
           await coordinator.stop();
+          changes.disconnect();
         },
       };
     },

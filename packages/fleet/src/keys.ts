@@ -46,6 +46,8 @@ export interface RedisKeys {
   intakeRejected(messageId: string): string;
   /** Hash: intake counters (messages, items enqueued and deduplicated, item outcomes). */
   intakeStats(): string;
+  /** Pub/sub channel: a migration was created, changed state, or had the last outstanding batch of a pass recorded (payload: its id); wakes coordinators. */
+  changes(): string;
   /** The BullMQ prefix (BullMQ adds `:<queue>:…`). */
   bullPrefix(): string;
 }
@@ -77,6 +79,7 @@ export function redisKeys(prefix = 'rekey:'): RedisKeys {
     intakeEvent: (eventId) => `${p}intake-event:${eventId}`,
     intakeRejected: (messageId) => `${p}intake-rejected:${messageId}`,
     intakeStats: () => `${p}intake-stats`,
+    changes: () => `${p}changes`,
     bullPrefix: () => `${p}bull`,
   };
 }

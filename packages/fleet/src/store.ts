@@ -45,19 +45,23 @@ export const MAX_FAILURES = 100_000;
  * are the truth, and a lost Redis is recovered by enumerating again (`rekey resume`).
  */
 export interface ProgressStore {
+  /** Saves a new migration and publishes its id on the change channel. */
   create(m: Migration, actor: string): Promise<void>;
   get(id: string): Promise<Migration | null>;
   list(): Promise<Migration[]>;
-  /** Checks the transition in core, saves it with WATCH/MULTI and appends `state.changed` to the audit log. */
+  /**
+   * Checks the transition in core, saves it with WATCH/MULTI (which also publishes the id on the
+   * change channel) and appends `state.changed` to the audit log.
+   */
   transition(
     id: string,
     to: MigrationState,
     opts: { actor: string; reason?: string; force?: boolean; from?: readonly MigrationState[]; patch?: Partial<Migration> },
   ): Promise<Migration>;
-  /** Saves fields that are not the state (timestamps, reason). */
+  /** Saves fields that are not the state (timestamps, reason); publishes nothing, so a coordinator may patch on every tick. */
   patch(id: string, patch: Partial<Migration>): Promise<void>;
   counters(id: string, sources: readonly string[]): Promise<Record<string, SourceCounters>>;
-  /** Records a batch at most once; returns false when it was already recorded. */
+  /** Records a batch at most once (publishing on the change channel when it was the last outstanding one); returns false when it was already recorded. */
   recordBatch(r: BatchRecord): Promise<boolean>;
   failures(id: string, opts?: { limit?: number }): Promise<FailureRecord[]>;
   /** Acknowledges failures (by stream id, or all); returns how many were acknowledged. */
@@ -94,6 +98,7 @@ export function createProgressStore(redis: Redis, keys: RedisKeys, audit: AuditL
       const created = await redis.hsetnx(keys.migration(m.id), 'record', JSON.stringify(m));
       if (created === 0) throw new Error(`migration ${m.id} already exists`);
       await redis.sadd(keys.migrations(), m.id);
+      await redis.publish(keys.changes(), m.id);
       await audit.append(m.id, {
         actor,
         type: 'migration.created',
@@ -140,7 +145,7 @@ export function createProgressStore(redis: Redis, keys: RedisKeys, audit: AuditL
           ...(to !== 'paused' && m.state === 'paused' ? { pausedFrom: undefined, reason: undefined } : {}),
           ...(to === 'blocked' || to === 'failed' ? { reason: opts.reason } : {}),
         };
-        const ok = await redis.multi().hset(key, 'record', JSON.stringify(next)).exec();
+        const ok = await redis.multi().hset(key, 'record', JSON.stringify(next)).publish(keys.changes(), id).exec();
         if (ok === null) continue; // the record changed under us: read again and decide again
         await audit.append(id, {
           actor: opts.actor,
@@ -195,6 +200,8 @@ export function createProgressStore(redis: Redis, keys: RedisKeys, audit: AuditL
         MAX_FAILURES,
         Date.now(),
         r.mode === 'reencrypt' ? r.processed : 0,
+        keys.changes(),
+        r.migrationId,
       );
       return res === 1;
     },

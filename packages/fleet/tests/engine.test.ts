@@ -153,6 +153,28 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
     }
   });
 
+  it('a coordinator whose timer ticks once an hour still takes a migration from created to settled: every change wakes it', async () => {
+    await db.pool.query('CREATE TABLE woken (id int PRIMARY KEY, secret bytea NOT NULL, kid text NOT NULL)');
+    await db.pool.query(`INSERT INTO woken SELECT g, '\\x01'::bytea, $1 FROM generate_series(1, 350) g`, [oldKey]);
+    // The first tick runs at start; after that only the change channel can move the migration on:
+    // create (API), each state change, the end of each enumeration pass, the last batch recorded.
+    const coordinator = engine.startCoordinator({ tickMs: 3_600_000 });
+    const worker = engine.startWorker({ concurrency: 2 });
+    try {
+      await sleep(200); // the start tick has run and found nothing
+      const m = await engine.createMigration(
+        { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'woken', primaryKey: ['id'], column: 'secret', keyIdColumn: 'kid' }], from: [oldKey], to: newKey, options: { dryRun: true } },
+        'test',
+      );
+      const settled = await waitFor(m.id, ['ready', 'blocked']);
+      expect(settled.verifiedAt).toBeDefined();
+      expect((await engine.status(m.id)).sources[0]!.counters).toMatchObject({ discovered: 350, batchesEnqueued: 3, batchesDone: 3, verifyBatchesEnqueued: 3, verifyBatchesDone: 3 });
+    } finally {
+      await worker.close();
+      await coordinator.close();
+    }
+  });
+
   it('AccessDenied on the target pauses the migration with that reason, and resume finishes it', async () => {
     const bucket = await bucketWith(20, oldKey);
     const target = await key('denied-target');

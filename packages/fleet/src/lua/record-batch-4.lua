@@ -11,6 +11,12 @@
   ARGV[4]  maximum length of the failures stream (approximate trimming)
   ARGV[5]  now in milliseconds (sample score)
   ARGV[6]  items processed in this batch (sample value)
+  ARGV[7]  pub/sub channel told when this batch leaves its source with no batch outstanding
+  ARGV[8]  migration id (the message published on ARGV[7])
+
+  Publishing when the last outstanding batch is recorded lets a coordinator start the next phase
+  at once instead of on its next tick. Batches done can only catch up with batches enqueued
+  at the end of a pass, or when workers outrun the enumerator, so this is rare.
 
   Returns 1 when recorded, 0 when this batch id was already recorded (nothing changed).
 ]]
@@ -30,5 +36,10 @@ for _, f in ipairs(failures) do
 end
 if tonumber(ARGV[6]) > 0 then
   redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1] .. '|' .. ARGV[6])
+end
+local c = redis.call('HMGET', KEYS[2], 'batchesDone', 'batchesEnqueued', 'verifyBatchesDone', 'verifyBatchesEnqueued')
+local n = function(v) return tonumber(v) or 0 end
+if n(c[1]) >= n(c[2]) and n(c[3]) >= n(c[4]) then
+  redis.call('PUBLISH', ARGV[7], ARGV[8])
 end
 return 1
