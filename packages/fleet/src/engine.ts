@@ -33,6 +33,7 @@ import { computeGate, type GateResult, type OldKeyUsage } from './gate.js';
 import { redisKeys, type RedisKeys } from './keys.js';
 import { createFleetMetrics, type FleetMetrics } from './metrics.js';
 import { createBatchProcessor, type SourceRegistry } from './processor.js';
+import { createBatchSplitter } from './split.js';
 import { createIntake, type IntakeSettings } from './intake.js';
 import { createUsageMonitor, type UsageMonitor } from './usage-monitor.js';
 import { createItemProcessor } from './item-processor.js';
@@ -495,7 +496,16 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     startWorker(w = {}) {
       const shutdown = new AbortController();
       w.shutdown?.addEventListener('abort', () => shutdown.abort(), { once: true });
-      const processor = createBatchProcessor({ store, sources, logger, metrics, shutdown: shutdown.signal, actor, ...(budget ? { holdJob: budget.holdJob } : {}) });
+      const processor = createBatchProcessor({
+        store,
+        sources,
+        logger,
+        metrics,
+        shutdown: shutdown.signal,
+        actor,
+        splitter: createBatchSplitter(redis, keys, queue),
+        ...(budget ? { holdJob: budget.holdJob } : {}),
+      });
       const itemProcessor = createItemProcessor({ store, sources, sourceFor, redis, keys, kms, logger, shutdown: shutdown.signal });
       const worker = createFleetWorker(bullConnection, keys.bullPrefix(), async (job, token) => {
         switch (job.name) {

@@ -14,6 +14,8 @@ export interface RedisKeys {
   cursor(id: string, source: string, mode: 'reencrypt' | 'verify'): string;
   /** Set of batch job ids whose outcomes were recorded (so a re-delivered batch is never counted twice). */
   recorded(id: string): string;
+  /** Hash: split points of batch jobs that gave part of their items to new jobs (`<mode>|<job id>` -> "500,250"). */
+  splits(id: string): string;
   /** Stream: failed items (capped). */
   failures(id: string): string;
   /** Hash: acknowledged failures (item -> reason). */
@@ -63,6 +65,7 @@ export function redisKeys(prefix = 'rekey:'): RedisKeys {
     counters: (id, source) => `${m(id)}:counters:${source}`,
     cursor: (id, source, mode) => `${m(id)}:cursor:${mode}:${source}`,
     recorded: (id) => `${m(id)}:recorded`,
+    splits: (id) => `${m(id)}:splits`,
     failures: (id) => `${m(id)}:failures`,
     acks: (id) => `${m(id)}:acks`,
     audit: (id) => `${m(id)}:audit`,

@@ -17,6 +17,7 @@ import { mapBounded } from './pool.js';
 import type { CounterField } from '@rekey/core';
 import { outcomeIncrements, type ProgressStore } from './store.js';
 import type { FleetMetrics } from './metrics.js';
+import type { BatchSplitter } from './split.js';
 
 /** Gives the source object of a migration (built once per migration and source, then cached). */
 export interface SourceRegistry {
@@ -37,7 +38,14 @@ export interface BatchProcessorDeps {
   readonly pausedRecheckMs?: number;
   /** Keeps the job's lock extended while its items wait long for KMS tokens (the fleet budget's `holdJob`). */
   readonly holdJob?: (migrationId: string, job: Job<BatchJob>, token: string | undefined) => () => void;
+  /** Lets a batch give its unstarted items to a new batch when none is waiting (no splitting without it). */
+  readonly splitter?: BatchSplitter;
+  /** How often a running batch asks whether any batch is waiting. @defaultValue 250 */
+  readonly splitCheckMs?: number;
 }
+
+/** A batch gives items away only when at least this many (and twice its concurrency) have not started. */
+export const MIN_SPLIT_ITEMS = 20;
 
 /** Returns the key plan of a migration. */
 export function keyPlan(m: Migration): KeyPlan {
@@ -101,10 +109,55 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     let stop = false;
     const releaseJob = deps.holdJob?.(m.id, job, token);
 
-    const results = await mapBounded(
+    // A batch that gave items away before (an earlier attempt, or a re-delivery after a crash)
+    // stops at the same point, and makes sure the jobs that took them exist.
+    const splitter = deps.splitter;
+    let end = data.items.length;
+    if (splitter) {
+      const points = await splitter.points(job);
+      if (points.length > 0) {
+        end = Math.min(...points);
+        await splitter.enqueueChildren(job, points);
+      }
+    }
+    // While it runs, a batch whose unstarted items would keep two batches busy gives half of them
+    // to a new batch when none is waiting, so a worker out of work takes them (the tail of a pass).
+    const minSplit = Math.max(MIN_SPLIT_ITEMS, 2 * options.concurrency);
+    const checkMs = deps.splitCheckMs ?? 250;
+    let nextIndex = 0;
+    let nextCheck = performance.now() + checkMs;
+    let splitting = false;
+    let splitDone: Promise<void> = Promise.resolve();
+    let splitError: unknown;
+    const considerSplit = () => {
+      if (!splitter || splitting || stop || end - nextIndex < minSplit || performance.now() < nextCheck) return;
+      splitting = true;
+      nextCheck = performance.now() + checkMs;
+      splitDone = (async () => {
+        if (!(await splitter.nothingWaiting())) return;
+        const unstarted = end - nextIndex;
+        if (unstarted < minSplit || stop) return;
+        const at = end - Math.floor(unstarted / 2);
+        end = at; // lanes start nothing at or past `at` from here on
+        const points = await splitter.split(job, at);
+        end = Math.min(end, ...points);
+        metrics?.batchesSplit.inc({ mode: data.mode });
+        logger.debug({ job: job.id, migration: m.id, at, items: data.items.length }, 'batch split: unstarted items given to a new batch');
+      })()
+        .catch((err: unknown) => {
+          splitError = err;
+        })
+        .finally(() => {
+          splitting = false;
+        });
+    };
+
+    const all = await mapBounded(
       data.items,
       options.concurrency,
-      async (item): Promise<ItemResult | undefined> => {
+      async (item, index): Promise<ItemResult | undefined> => {
+        nextIndex = index + 1;
+        considerSplit();
         try {
           if (data.mode === 'verify') {
             const ins = await source.inspect(item, plan, ctx);
@@ -133,9 +186,15 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
         }
       },
       () => stop || shutdown.aborted,
+      () => end,
     );
+    await splitDone;
     shutdown.removeEventListener('abort', onShutdown);
     releaseJob?.();
+    // A split whose script or enqueue failed may or may not have been recorded: run the batch
+    // again, and the next attempt reads what was (its finished items will be already-current).
+    if (splitError) throw splitError;
+    const results = all.slice(0, end);
 
     const fatal = results.find((r): r is Extract<ItemResult, { kind: 'fatal' }> => r?.kind === 'fatal');
     if (fatal) {

@@ -6,7 +6,7 @@ import type { Redis } from 'ioredis';
 const LUA_DIR = join(dirname(fileURLToPath(import.meta.url)), 'lua');
 
 /** The fleet's Lua scripts, each loaded from `lua/<name>-<numKeys>.lua`. */
-export type ScriptName = 'record-batch' | 'checkpoint' | 'audit-append' | 'lease' | 'lease-release';
+export type ScriptName = 'record-batch' | 'split-batch' | 'checkpoint' | 'audit-append' | 'lease' | 'lease-release';
 
 interface LoadedScript {
   readonly name: string;
@@ -28,6 +28,7 @@ export function loadScripts(): LoadedScript[] {
 /** Redis commands the fleet adds to an ioredis connection. */
 export interface FleetCommands {
   recordBatch(keys: [string, string, string, string], ...args: (string | number)[]): Promise<number>;
+  splitBatch(keys: [string, string], jobKey: string, at: number, counter: string): Promise<string>;
   checkpoint(keys: [string, string], ...args: (string | number)[]): Promise<number>;
   auditAppend(keys: [string, string], ...args: string[]): Promise<string | null>;
   lease(key: string, owner: string, ttlMs: number): Promise<number>;
@@ -49,6 +50,7 @@ export function fleetCommands(redis: Redis): FleetCommands {
   const r = redis as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
   return {
     recordBatch: (keys, ...args) => r['recordBatch']!(...keys, ...args) as Promise<number>,
+    splitBatch: (keys, jobKey, at, counter) => r['splitBatch']!(...keys, jobKey, at, counter) as Promise<string>,
     checkpoint: (keys, ...args) => r['checkpoint']!(...keys, ...args) as Promise<number>,
     auditAppend: (keys, ...args) => r['auditAppend']!(...keys, ...args) as Promise<string | null>,
     lease: (key, owner, ttlMs) => r['lease']!(key, owner, ttlMs) as Promise<number>,

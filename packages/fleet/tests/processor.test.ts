@@ -3,6 +3,7 @@ import pino from 'pino';
 import { DelayedError, type Job } from 'bullmq';
 import { MigrationSpecSchema, type BatchJob, type ItemOutcome, type Migration, type Source } from '@rekey/core';
 import { createBatchProcessor } from '../src/processor.js';
+import type { BatchSplitter } from '../src/split.js';
 import type { BatchRecord, ProgressStore } from '../src/store.js';
 
 const OLD = 'arn:aws:kms:us-east-1:111122223333:key/11111111-1111-1111-1111-111111111111';
@@ -62,6 +63,118 @@ describe('batch processor on SIGTERM', () => {
     await expect(run).rejects.toBeInstanceOf(DelayedError);
     expect(delayed).toHaveLength(1);
     // Before the fix, the three aborted items were recorded as `failed` (AbortError).
+    expect(recorded).toEqual([]);
+  });
+});
+
+describe('batch processor: giving unstarted items to a new batch', () => {
+  const rows = (n: number) => Array.from({ length: n }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
+  const jobOf = (items: BatchJob['items']) =>
+    ({
+      id: 'm-proc.rows.r1.3',
+      name: 'batch',
+      data: { migrationId: 'm-proc', source: 'rows', page: 3, items, mode: 'reencrypt' } satisfies BatchJob,
+      attemptsMade: 0,
+      opts: { attempts: 5 },
+    }) as unknown as Job<BatchJob>;
+
+  /** A source whose items take `ms` each and which notes every row it saw. */
+  function slowSource(seen: number[], ms: number): Source {
+    return {
+      kind: 'postgres',
+      name: 'rows',
+      list: async () => ({ items: [], next: null }),
+      reencrypt: async (item) => {
+        if (item.kind === 'row') seen.push(Number(item.pk[0]));
+        await new Promise((r) => setTimeout(r, ms));
+        return { outcome: 'reencrypted' };
+      },
+      inspect: async () => ({ state: 'current' }),
+    };
+  }
+
+  function processorWith(source: Source, splitter: BatchSplitter, recorded: BatchRecord[]) {
+    const store = { get: async () => migration, recordBatch: async (r: BatchRecord) => (recorded.push(r), true) } as unknown as ProgressStore;
+    return createBatchProcessor({
+      store,
+      sources: { get: async () => source, close: async () => undefined },
+      logger: pino({ level: 'silent' }),
+      shutdown: new AbortController().signal,
+      actor: 'test',
+      splitter,
+      splitCheckMs: 5,
+    });
+  }
+
+  it('while nothing waits, halves its unstarted items again and again, and processes and counts only what it kept', async () => {
+    const seen: number[] = [];
+    const recorded: BatchRecord[] = [];
+    const points: number[] = [];
+    const splitter: BatchSplitter = {
+      points: async () => [],
+      nothingWaiting: async () => true,
+      split: async (_job, at) => (points.push(at), [...points]),
+      enqueueChildren: async () => undefined,
+    };
+    // concurrency 4 (the migration's): a batch gives items away while at least 20 have not started.
+    await processorWith(slowSource(seen, 2), splitter, recorded)(jobOf(rows(200)), 'token');
+
+    expect(points.length).toBeGreaterThanOrEqual(2);
+    points.forEach((p, i) => expect(p).toBeLessThan(i === 0 ? 200 : points[i - 1]!));
+    const end = points.at(-1)!;
+    // Every item before the last split point ran once; none after it.
+    expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: end }, (_, i) => i));
+    expect(recorded).toHaveLength(1);
+    expect(recorded[0]).toMatchObject({ processed: end, increments: { reencrypted: end, batchesDone: 1 } });
+  });
+
+  it('gives nothing away while another batch waits', async () => {
+    const seen: number[] = [];
+    const recorded: BatchRecord[] = [];
+    let asked = 0;
+    const splitter: BatchSplitter = {
+      points: async () => [],
+      nothingWaiting: async () => (asked++, false),
+      split: async () => {
+        throw new Error('must not split');
+      },
+      enqueueChildren: async () => undefined,
+    };
+    await processorWith(slowSource(seen, 2), splitter, recorded)(jobOf(rows(100)), 'token');
+    expect(asked).toBeGreaterThan(0);
+    expect(seen).toHaveLength(100);
+    expect(recorded[0]).toMatchObject({ processed: 100 });
+  });
+
+  it('a batch run again after it split stops at its recorded point and re-enqueues its children', async () => {
+    const seen: number[] = [];
+    const recorded: BatchRecord[] = [];
+    const enqueued: number[][] = [];
+    const splitter: BatchSplitter = {
+      points: async () => [70, 40],
+      nothingWaiting: async () => false,
+      split: async () => {
+        throw new Error('must not split');
+      },
+      enqueueChildren: async (_job, p) => void enqueued.push([...p]),
+    };
+    await processorWith(slowSource(seen, 0), splitter, recorded)(jobOf(rows(100)), 'token');
+    expect(enqueued).toEqual([[70, 40]]);
+    expect(seen).toHaveLength(40);
+    expect(recorded[0]).toMatchObject({ processed: 40 });
+  });
+
+  it('when recording a split fails, the batch throws (BullMQ runs it again) and counts nothing', async () => {
+    const recorded: BatchRecord[] = [];
+    const splitter: BatchSplitter = {
+      points: async () => [],
+      nothingWaiting: async () => true,
+      split: async () => {
+        throw new Error('Connection is closed.');
+      },
+      enqueueChildren: async () => undefined,
+    };
+    await expect(processorWith(slowSource([], 2), splitter, recorded)(jobOf(rows(100)), 'token')).rejects.toThrow(/Connection is closed/);
     expect(recorded).toEqual([]);
   });
 });
