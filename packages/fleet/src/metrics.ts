@@ -48,7 +48,7 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
   const kmsRateLimit = new Gauge({ name: 'rekey_kms_rate_limit_rps', help: 'Current fleet-wide KMS rate limit (after AIMD)', registers: [registry] });
   const batches = new Gauge({ name: 'rekey_batches', help: 'Batches in the queue by state', labelNames: ['state'] as const, registers: [registry] });
   const batchDuration = new Histogram({ name: 'rekey_batch_duration_seconds', help: 'Time to process one batch', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] });
-  const batchesSplit = new Counter({ name: 'rekey_batches_split_total', help: 'Batches that gave their unstarted items to a new batch because none was waiting (the tail of a pass)', labelNames: ['mode'] as const, registers: [registry] });
+  const batchesSplit = new Counter({ name: 'rekey_batches_split_total', help: 'Batches that gave their unstarted items to a new batch at the tail of a pass (enumeration done, no batch waiting)', labelNames: ['mode'] as const, registers: [registry] });
   const oldKeyLastUse = new Gauge({ name: 'rekey_old_key_last_use_timestamp_seconds', help: 'Last use of an old key by anyone but the fleet, by operation', labelNames: ['key', 'operation'] as const, registers: [registry] });
   let limiterStats: () => { grantCalls: number; tokensGranted: number } = () => ({ grantCalls: 0, tokensGranted: 0 });
   // Counters read from the limiter at scrape time (it keeps the running totals).

@@ -38,9 +38,9 @@ export interface BatchProcessorDeps {
   readonly pausedRecheckMs?: number;
   /** Keeps the job's lock extended while its items wait long for KMS tokens (the fleet budget's `holdJob`). */
   readonly holdJob?: (migrationId: string, job: Job<BatchJob>, token: string | undefined) => () => void;
-  /** Lets a batch give its unstarted items to a new batch when none is waiting (no splitting without it). */
+  /** Lets a batch give its unstarted items to a new batch at the tail of its pass (no splitting without it). */
   readonly splitter?: BatchSplitter;
-  /** How often a running batch asks whether any batch is waiting. @defaultValue 250 */
+  /** How often a running batch asks whether its pass is at its tail. @defaultValue 250 */
   readonly splitCheckMs?: number;
 }
 
@@ -121,7 +121,8 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       }
     }
     // While it runs, a batch whose unstarted items would keep two batches busy gives half of them
-    // to a new batch when none is waiting, so a worker out of work takes them (the tail of a pass).
+    // to a new batch at the tail of its pass (enumerated, nothing waiting), so a worker out of
+    // work takes them.
     const minSplit = Math.max(MIN_SPLIT_ITEMS, 2 * options.concurrency);
     const checkMs = deps.splitCheckMs ?? 250;
     let nextIndex = 0;
@@ -134,7 +135,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       splitting = true;
       nextCheck = performance.now() + checkMs;
       splitDone = (async () => {
-        if (!(await splitter.nothingWaiting())) return;
+        if (!(await splitter.atTail(job))) return;
         const unstarted = end - nextIndex;
         if (unstarted < minSplit || stop) return;
         const at = end - Math.floor(unstarted / 2);

@@ -6,9 +6,9 @@ import type { FleetQueue } from './queues.js';
 import { fleetCommands } from './scripts.js';
 
 /**
- * Lets a batch give the unstarted part of its items to a new batch job when no batch is
- * waiting, so a worker that ran out of work takes it instead of idling while another works
- * through the end of a 1,000-item batch (the tail of every pass). See docs/decisions.md #28.
+ * Lets a batch give the unstarted part of its items to a new batch job at the tail of a pass
+ * (enumeration done, no batch waiting), so a worker that ran out of work takes them instead of
+ * idling while another works through the end of a 1,000-item batch. See docs/decisions.md #28.
  *
  * Crash safety: the split point and the new batch's `batchesEnqueued` are written first, in
  * one script; the job is enqueued after, under a deterministic id. A batch reads its split
@@ -18,8 +18,12 @@ import { fleetCommands } from './scripts.js';
 export interface BatchSplitter {
   /** The split points a batch job recorded, in the order taken (each below the one before). */
   points(job: Job<BatchJob>): Promise<number[]>;
-  /** True when no batch is waiting in the queue: a worker somewhere may be out of work. */
-  nothingWaiting(): Promise<boolean>;
+  /**
+   * True at the tail of the batch's pass: its source is fully enumerated for this pass and no
+   * batch is waiting, so a worker somewhere may be out of work. (While the enumerator still runs,
+   * an empty queue means it is the bottleneck, and splitting would only add batches.)
+   */
+  atTail(job: Job<BatchJob>): Promise<boolean>;
   /**
    * Records that the items from `at` to the batch's current end go to a new job, and enqueues
    * it. Returns the job's split points after the call.
@@ -59,7 +63,9 @@ export function createBatchSplitter(redis: Redis, keys: RedisKeys, queue: FleetQ
     async points(job) {
       return parse(await redis.hget(keys.splits(job.data.migrationId), jobKey(job)));
     },
-    async nothingWaiting() {
+    async atTail(job) {
+      const d = job.data;
+      if ((await redis.hget(keys.cursor(d.migrationId, d.source, d.mode), 'done')) !== '1') return false;
       const c = await queue.queue.getJobCounts('waiting', 'prioritized');
       return (c['waiting'] ?? 0) + (c['prioritized'] ?? 0) === 0;
     },

@@ -112,7 +112,7 @@ describe('batch processor: giving unstarted items to a new batch', () => {
     const points: number[] = [];
     const splitter: BatchSplitter = {
       points: async () => [],
-      nothingWaiting: async () => true,
+      atTail: async () => true,
       split: async (_job, at) => (points.push(at), [...points]),
       enqueueChildren: async () => undefined,
     };
@@ -128,13 +128,13 @@ describe('batch processor: giving unstarted items to a new batch', () => {
     expect(recorded[0]).toMatchObject({ processed: end, increments: { reencrypted: end, batchesDone: 1 } });
   });
 
-  it('gives nothing away while another batch waits', async () => {
+  it('gives nothing away before the tail of its pass (while a batch waits, or enumeration goes on)', async () => {
     const seen: number[] = [];
     const recorded: BatchRecord[] = [];
     let asked = 0;
     const splitter: BatchSplitter = {
       points: async () => [],
-      nothingWaiting: async () => (asked++, false),
+      atTail: async () => (asked++, false),
       split: async () => {
         throw new Error('must not split');
       },
@@ -152,7 +152,7 @@ describe('batch processor: giving unstarted items to a new batch', () => {
     const enqueued: number[][] = [];
     const splitter: BatchSplitter = {
       points: async () => [70, 40],
-      nothingWaiting: async () => false,
+      atTail: async () => false,
       split: async () => {
         throw new Error('must not split');
       },
@@ -168,7 +168,7 @@ describe('batch processor: giving unstarted items to a new batch', () => {
     const recorded: BatchRecord[] = [];
     const splitter: BatchSplitter = {
       points: async () => [],
-      nothingWaiting: async () => true,
+      atTail: async () => true,
       split: async () => {
         throw new Error('Connection is closed.');
       },

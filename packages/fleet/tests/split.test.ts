@@ -74,6 +74,19 @@ describe('a batch that crashed between recording a split and enqueuing its child
     await redis.quit();
   });
 
+  it('a pass is at its tail only once its source is enumerated and no batch waits', async () => {
+    const data: BatchJob = { migrationId: 'm-tail', source: 'rows', page: 0, items: [{ kind: 'row', pk: [1] }], mode: 'verify' };
+    const job = { id: 'm-tail.rows.v1.0', name: 'verify', data, opts: {} } as unknown as Job<BatchJob>;
+    const splitter = createBatchSplitter(redis, keys, queue);
+    expect(await splitter.atTail(job)).toBe(false); // still enumerating
+    await redis.hset(keys.cursor('m-tail', 'rows', 'verify'), 'done', '1');
+    expect(await splitter.atTail(job)).toBe(true);
+    await queue.add('verify', { ...data, page: 1 }, { jobId: 'm-tail.rows.v1.1', priority: 2 });
+    expect(await splitter.atTail(job)).toBe(false); // a batch waits
+    await queue.queue.remove('m-tail.rows.v1.1');
+    expect(await splitter.atTail(job)).toBe(true);
+  });
+
   it('runs again to its split point and enqueues the child the crash left out, counted once', async () => {
     const items = Array.from({ length: 100 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
     const data: BatchJob = { migrationId: 'm-crash', source: 'rows', page: 4, items, mode: 'reencrypt' };
