@@ -84,20 +84,23 @@ export async function scale(): Promise<BenchResult> {
         to: newKey,
         options: { ...(batchSize > 0 ? { batchSize } : {}), concurrency: 16, dryRun: true },
       });
-      let polls = 0;
-      for (;;) {
-        peakMem = Math.max(peakMem, usedMemory(await redis.info('memory')));
-        polls++;
-        if (polls % 5 === 0) {
-          const st = await fleet.api.status(m.id);
-          processed = st.totals.processed;
-          if (processed >= n) break;
-          if (['blocked', 'paused', 'failed', 'cancelled'].includes(st.migration.state)) throw new Error(`migration ${m.id} is ${st.migration.state}: ${st.migration.reason ?? ''}`);
+      // The window is the re-encrypt pass: it ends when the migration leaves `running` (the
+      // coordinator moves it to `verifying` as soon as the last batch is recorded), read every
+      // 100 ms so little of the verify pass falls inside it.
+      for (let polls = 0; ; polls++) {
+        if (polls % 2 === 0) peakMem = Math.max(peakMem, usedMemory(await redis.info('memory')));
+        const mig = await fleet.api.get(m.id);
+        if (!['created', 'enumerating', 'running'].includes(mig.state)) {
+          if (['blocked', 'paused', 'failed', 'cancelled'].includes(mig.state)) throw new Error(`migration ${m.id} is ${mig.state}: ${mig.reason ?? ''}`);
+          break;
         }
-        await sleep(200);
+        await sleep(100);
       }
       seconds = (performance.now() - tm) / 1000;
       const after = commandCalls(await redis.info('commandstats'));
+      peakMem = Math.max(peakMem, usedMemory(await redis.info('memory')));
+      processed = (await fleet.api.status(m.id)).totals.processed;
+      if (processed !== n) throw new Error(`the re-encrypt pass ended with ${processed} of ${n} rows processed`);
       for (const [k, v] of after) calls.set(k, v - (before.get(k) ?? 0));
       calls.delete('info');
       rssMb = peakRssMb(fleet.coordinator.pid!);
