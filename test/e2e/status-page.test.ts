@@ -6,7 +6,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from './harness.js';
 import { createKey, seedSseObjects } from './seed.js';
 
-const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+/**
+ * The browser: `CHROMIUM_PATH` when set (with the usual headless flags), else the headless
+ * Chromium that `@sparticuz/chromium` ships inside its npm package (with its own flags), so
+ * `npm ci && npm test` needs nothing from outside the npm registry.
+ */
+async function browserLaunch(): Promise<{ executablePath: string; args: string[] }> {
+  const own = process.env['CHROMIUM_PATH'];
+  if (own) return { executablePath: own, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-dev-shm-usage'] };
+  const { default: bundled } = await import('@sparticuz/chromium');
+  return { executablePath: await bundled.executablePath(), args: bundled.args };
+}
 const SCREENSHOT = fileURLToPath(new URL('../artifacts/status-page.png', import.meta.url));
 const ITEMS = 2000;
 
@@ -27,10 +37,7 @@ describe('the status page in headless Chromium during a running migration', () =
     // Slow S3 down so the migration lasts long enough for the page to watch it move.
     stack.aws.controls.setLatency('s3:UpdateObjectEncryption', { fixedMs: 40 });
     stack.aws.controls.setLatency('s3:HeadObject', { fixedMs: 5 });
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-dev-shm-usage'],
-    });
+    browser = await chromium.launch(await browserLaunch());
   }, 180_000);
 
   afterAll(async () => {

@@ -17,7 +17,7 @@ import { mapBounded } from './pool.js';
 import type { CounterField } from '@rekey/core';
 import { outcomeIncrements, type ProgressStore } from './store.js';
 import type { FleetMetrics } from './metrics.js';
-import type { BatchSplitter } from './split.js';
+import { followSplits, type BatchSplitter } from './split.js';
 
 /** Gives the source object of a migration (built once per migration and source, then cached). */
 export interface SourceRegistry {
@@ -99,6 +99,21 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     const plan = keyPlan(m);
     const options = m.spec.options;
     const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    let stop = false;
+    // A batch that gave items away before (an earlier attempt, or a re-delivery after a crash)
+    // stops where it did; at the tail of its pass it may give more away (see split.ts).
+    const tail = deps.splitter
+      ? await followSplits(deps.splitter, job, {
+          minSplit: Math.max(MIN_SPLIT_ITEMS, 2 * options.concurrency),
+          checkMs: deps.splitCheckMs ?? 250,
+          stopped: () => stop,
+          onSplit: (at) => {
+            metrics?.batchesSplit.inc({ mode: data.mode });
+            logger.debug({ job: job.id, migration: m.id, at, items: data.items.length }, 'batch split: unstarted items given to a new batch');
+          },
+        })
+      : undefined;
+    const end = () => tail?.end() ?? data.items.length;
     const abort = new AbortController();
     // Every in-flight item (and each SDK call in it) listens on this signal: up to `concurrency` x a few.
     setMaxListeners(options.concurrency * 8 + 16, abort.signal);
@@ -106,59 +121,13 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     shutdown.addEventListener('abort', onShutdown, { once: true });
     const ctx = { signal: abort.signal, migrationId: m.id, dryRun: options.dryRun };
     const started = performance.now();
-    let stop = false;
     const releaseJob = deps.holdJob?.(m.id, job, token);
-
-    // A batch that gave items away before (an earlier attempt, or a re-delivery after a crash)
-    // stops at the same point, and makes sure the jobs that took them exist.
-    const splitter = deps.splitter;
-    let end = data.items.length;
-    if (splitter) {
-      const points = await splitter.points(job);
-      if (points.length > 0) {
-        end = Math.min(...points);
-        await splitter.enqueueChildren(job, points);
-      }
-    }
-    // While it runs, a batch whose unstarted items would keep two batches busy gives half of them
-    // to a new batch at the tail of its pass (enumerated, nothing waiting), so a worker out of
-    // work takes them.
-    const minSplit = Math.max(MIN_SPLIT_ITEMS, 2 * options.concurrency);
-    const checkMs = deps.splitCheckMs ?? 250;
-    let nextIndex = 0;
-    let nextCheck = performance.now() + checkMs;
-    let splitting = false;
-    let splitDone: Promise<void> = Promise.resolve();
-    let splitError: unknown;
-    const considerSplit = () => {
-      if (!splitter || splitting || stop || end - nextIndex < minSplit || performance.now() < nextCheck) return;
-      splitting = true;
-      nextCheck = performance.now() + checkMs;
-      splitDone = (async () => {
-        if (!(await splitter.atTail(job))) return;
-        const unstarted = end - nextIndex;
-        if (unstarted < minSplit || stop) return;
-        const at = end - Math.floor(unstarted / 2);
-        end = at; // lanes start nothing at or past `at` from here on
-        const points = await splitter.split(job, at);
-        end = Math.min(end, ...points);
-        metrics?.batchesSplit.inc({ mode: data.mode });
-        logger.debug({ job: job.id, migration: m.id, at, items: data.items.length }, 'batch split: unstarted items given to a new batch');
-      })()
-        .catch((err: unknown) => {
-          splitError = err;
-        })
-        .finally(() => {
-          splitting = false;
-        });
-    };
 
     const all = await mapBounded(
       data.items,
       options.concurrency,
       async (item, index): Promise<ItemResult | undefined> => {
-        nextIndex = index + 1;
-        considerSplit();
+        tail?.started(index);
         try {
           if (data.mode === 'verify') {
             const ins = await source.inspect(item, plan, ctx);
@@ -187,15 +156,15 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
         }
       },
       () => stop || shutdown.aborted,
-      () => end,
+      end,
     );
-    await splitDone;
+    const splitFailure = await tail?.settled();
     shutdown.removeEventListener('abort', onShutdown);
     releaseJob?.();
     // A split whose script or enqueue failed may or may not have been recorded: run the batch
     // again, and the next attempt reads what was (its finished items will be already-current).
-    if (splitError) throw splitError;
-    const results = all.slice(0, end);
+    if (splitFailure) throw splitFailure;
+    const results = all.slice(0, end());
 
     const fatal = results.find((r): r is Extract<ItemResult, { kind: 'fatal' }> => r?.kind === 'fatal');
     if (fatal) {

@@ -79,3 +79,67 @@ export function createBatchSplitter(redis: Redis, keys: RedisKeys, queue: FleetQ
     enqueueChildren: (job, points) => enqueue(job, childRanges(job.data.items.length, points)),
   };
 }
+
+/** Where one running batch stops, and the splits it makes at the tail of its pass. */
+export interface BatchTail {
+  /** The index the batch stops before: its length, or its lowest split point. */
+  end(): number;
+  /** Called as the batch starts item `index` (in order); now and then asks whether to split. */
+  started(index: number): void;
+  /** Waits for a split under way; returns its error if it failed. */
+  settled(): Promise<unknown>;
+}
+
+/**
+ * Reads a batch's split points (stopping at the lowest and enqueuing their children again),
+ * then follows the batch as it runs: every `checkMs`, while at least `minSplit` items have not
+ * started and the pass is at its tail, it gives the later half of them to a new batch.
+ */
+export async function followSplits(
+  splitter: BatchSplitter,
+  job: Job<BatchJob>,
+  o: { readonly minSplit: number; readonly checkMs: number; readonly stopped: () => boolean; readonly onSplit: (at: number) => void },
+): Promise<BatchTail> {
+  let end = job.data.items.length;
+  const recorded = await splitter.points(job);
+  if (recorded.length > 0) {
+    end = Math.min(...recorded);
+    await splitter.enqueueChildren(job, recorded);
+  }
+  let next = 0;
+  let nextCheck = performance.now() + o.checkMs;
+  let busy = false;
+  let pending: Promise<void> = Promise.resolve();
+  let failure: unknown;
+
+  async function trySplit(): Promise<void> {
+    if (!(await splitter.atTail(job))) return;
+    const unstarted = end - next;
+    if (unstarted < o.minSplit || o.stopped()) return;
+    const at = end - Math.floor(unstarted / 2);
+    end = at; // nothing at or past `at` starts from here on
+    end = Math.min(end, ...(await splitter.split(job, at)));
+    o.onSplit(at);
+  }
+
+  return {
+    end: () => end,
+    started(index) {
+      next = index + 1;
+      if (busy || o.stopped() || end - next < o.minSplit || performance.now() < nextCheck) return;
+      busy = true;
+      nextCheck = performance.now() + o.checkMs;
+      pending = trySplit()
+        .catch((err: unknown) => {
+          failure = err;
+        })
+        .finally(() => {
+          busy = false;
+        });
+    },
+    async settled() {
+      await pending;
+      return failure;
+    },
+  };
+}
