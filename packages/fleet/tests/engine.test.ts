@@ -58,6 +58,25 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
     return Bucket;
   }
 
+  /** Runs `fn` with a coordinator (ticking every `tickMs`) and a worker of 2 batches, then stops both. */
+  async function withFleet(fn: () => Promise<void>, tickMs = 100): Promise<void> {
+    const coordinator = engine.startCoordinator({ tickMs });
+    const worker = engine.startWorker({ concurrency: 2 });
+    try {
+      await fn();
+    } finally {
+      await worker.close();
+      await coordinator.close();
+    }
+  }
+
+  /** A table of `n` rows with a key-id column naming the old key, and a dry-run migration spec over it. */
+  async function dryRunTable(table: string, n: number) {
+    await db.pool.query(`CREATE TABLE ${table} (id int PRIMARY KEY, secret bytea NOT NULL, kid text NOT NULL)`);
+    await db.pool.query(`INSERT INTO ${table} SELECT g, '\\x01'::bytea, $1 FROM generate_series(1, $2) g`, [oldKey, n]);
+    return { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table, primaryKey: ['id'], column: 'secret', keyIdColumn: 'kid' }], from: [oldKey], to: newKey, options: { dryRun: true } };
+  }
+
   it('pins an alias target as an ARN and records migration.created in the audit log', async () => {
     const bucket = await bucketWith(1, oldKey);
     const m = await engine.createMigration({ sources: [{ name: 'a', kind: 's3-sse-kms', bucket }], from: [oldKey], to: 'alias/engine-new' }, 'test');
@@ -104,9 +123,7 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
       await db.pool.query('INSERT INTO blobs VALUES ($1, $2)', [id, Buffer.from(ct)]);
     }
     await db.pool.query('INSERT INTO blobs VALUES (6, $1)', [Buffer.from('this is not a KMS ciphertext')]);
-    const coordinator = engine.startCoordinator({ tickMs: 100 });
-    const worker = engine.startWorker({ concurrency: 2 });
-    try {
+    await withFleet(async () => {
       const m = await engine.createMigration(
         { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'blobs', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { failureRateMinItems: 1000 } },
         'test',
@@ -123,22 +140,13 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
       await engine.ack(m.id, { all: true }, 'row 6 holds test garbage', 'test');
       const g = await engine.gate(m.id);
       expect(g.conditions.find((c) => c.name === 'no-unacknowledged-failures')?.ok).toBe(true);
-    } finally {
-      await worker.close();
-      await coordinator.close();
-    }
+    });
   });
 
   it('with the default batchSize (1000), each pass starts with pages of 100 and doubles them: 2,500 rows are pages of 100, 200, 400, 800 and 1000', async () => {
-    await db.pool.query('CREATE TABLE ramp (id int PRIMARY KEY, secret bytea NOT NULL, kid text NOT NULL)');
-    await db.pool.query(`INSERT INTO ramp SELECT g, '\\x01'::bytea, $1 FROM generate_series(1, 2500) g`, [oldKey]);
-    const coordinator = engine.startCoordinator({ tickMs: 100 });
-    const worker = engine.startWorker({ concurrency: 2 });
-    try {
-      const m = await engine.createMigration(
-        { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'ramp', primaryKey: ['id'], column: 'secret', keyIdColumn: 'kid' }], from: [oldKey], to: newKey, options: { dryRun: true } },
-        'test',
-      );
+    const spec = await dryRunTable('ramp', 2500);
+    await withFleet(async () => {
+      const m = await engine.createMigration(spec, 'test');
       await waitFor(m.id, ['ready', 'blocked']);
       const st = await engine.status(m.id);
       const completed = (await engine.queue.queue.getJobs(['completed'])).filter((j) => j.data.migrationId === m.id);
@@ -156,35 +164,23 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
         verifyDiscovered: 2500,
         verifyBatchesEnqueued: 5 + split('verify'),
       });
-    } finally {
-      await worker.close();
-      await coordinator.close();
-    }
+    });
   });
 
   it('a coordinator whose timer ticks once an hour still takes a migration from created to settled: every change wakes it', async () => {
-    await db.pool.query('CREATE TABLE woken (id int PRIMARY KEY, secret bytea NOT NULL, kid text NOT NULL)');
-    await db.pool.query(`INSERT INTO woken SELECT g, '\\x01'::bytea, $1 FROM generate_series(1, 350) g`, [oldKey]);
+    const spec = await dryRunTable('woken', 350);
     // The first tick runs at start; after that only the change channel can move the migration on:
     // create (API), each state change, the end of each enumeration pass, the last batch recorded.
-    const coordinator = engine.startCoordinator({ tickMs: 3_600_000 });
-    const worker = engine.startWorker({ concurrency: 2 });
-    try {
+    await withFleet(async () => {
       await sleep(200); // the start tick has run and found nothing
-      const m = await engine.createMigration(
-        { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'woken', primaryKey: ['id'], column: 'secret', keyIdColumn: 'kid' }], from: [oldKey], to: newKey, options: { dryRun: true } },
-        'test',
-      );
+      const m = await engine.createMigration(spec, 'test');
       const settled = await waitFor(m.id, ['ready', 'blocked']);
       expect(settled.verifiedAt).toBeDefined();
       const c = (await engine.status(m.id)).sources[0]!.counters;
       // 3 pages (100, 200, 50), plus any batch split off at the tail of a pass.
       expect(c).toMatchObject({ discovered: 350, batchesDone: c.batchesEnqueued, verifyBatchesDone: c.verifyBatchesEnqueued });
       expect(c.batchesEnqueued).toBeGreaterThanOrEqual(3);
-    } finally {
-      await worker.close();
-      await coordinator.close();
-    }
+    }, 3_600_000);
   });
 
   it('AccessDenied on the target pauses the migration with that reason, and resume finishes it', async () => {
