@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { CommanderError, type Command } from 'commander';
 import { InvalidTransitionError, ValidationError } from '@rekey/core';
-import { FleetError } from '@rekey/fleet';
+import { FleetError, routeWarnings } from '@rekey/fleet';
 import { CliError, EXIT } from './errors.js';
 import { buildProgram } from './program.js';
 
@@ -44,6 +44,9 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.failure;
   }
 }
+
+// Node's warnings (the AWS SDK's Node 22 notice among them) as one line each, between the output.
+routeWarnings((line) => process.stderr.write(`rekey: warning: ${line}\n`));
 
 void main(process.argv).then((code) => {
   process.exit(code);

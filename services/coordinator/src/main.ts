@@ -8,6 +8,7 @@ import {
   processLogger,
   registerMetricsRoute,
   registerStatusPage,
+  routeWarnings,
 } from '@rekey/fleet';
 
 /**
@@ -16,6 +17,7 @@ import {
  */
 async function main(): Promise<void> {
   const logger = processLogger(['req.headers.authorization', 'req.headers.cookie']);
+  routeWarnings((line, w) => logger.warn({ warning: w.name }, line));
   const config = await loadProcessConfig('coordinator');
   const token = config.api.token;
   if (!token) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { closeOnSignals, createEngine, engineOptionsFromConfig, loadProcessConfig, processLogger, startMetricsServer } from '@rekey/fleet';
+import { closeOnSignals, createEngine, engineOptionsFromConfig, loadProcessConfig, processLogger, routeWarnings, startMetricsServer } from '@rekey/fleet';
 
 /**
  * The worker process: a BullMQ worker over the fleet queue. On SIGTERM it aborts the items in
@@ -8,6 +8,7 @@ import { closeOnSignals, createEngine, engineOptionsFromConfig, loadProcessConfi
  */
 async function main(): Promise<void> {
   const logger = processLogger();
+  routeWarnings((line, w) => logger.warn({ warning: w.name }, line));
   const config = await loadProcessConfig('worker');
   const engine = await createEngine(engineOptionsFromConfig(config, logger, `worker:${process.pid}`));
   const worker = engine.startWorker({ concurrency: config.worker.concurrency });
