@@ -157,7 +157,7 @@ export function createCoordinator(deps: CoordinatorDeps) {
 
   /** Runs a tick now (or right after the one running) instead of waiting for the timer. */
   function wake(): void {
-    if (stopped || !timer && !busy) return; // not started
+    if (stopped || (!timer && !busy)) return; // not started, or stopped
     if (busy) {
       wakeAgain = true;
       return;
