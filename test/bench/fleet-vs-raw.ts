@@ -16,7 +16,7 @@
  *     [--batches-per-worker=2] [--also=4@5,8@20] [--also-items=10000]
  */
 import { GenerateDataKeyWithoutPlaintextCommand, ReEncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
-import { createKey, fleetShape, flag, isMain, listFlag, machine, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type AwsChild, type BenchResult } from './lib/fleet.js';
+import { cpuMeter, cpuPerItem, createKey, fleetShape, flag, isMain, listFlag, machine, redisPid, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type AwsChild, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 0.85;
 
@@ -26,8 +26,8 @@ interface Point {
   readonly latencyMs: number;
   readonly n: number;
   readonly seedS: number;
-  readonly raw: { readonly s: number; readonly rate: number; readonly requestsPerS: number; readonly errors: number };
-  readonly fleet: { readonly s: number; readonly rate: number; readonly requestsPerS: number; readonly requestsPerItem: number; readonly kmsInFlight: number; readonly slots: number; readonly note: string; readonly reencrypted: number };
+  readonly raw: { readonly s: number; readonly rate: number; readonly requestsPerS: number; readonly errors: number; readonly cpuMs: Record<string, number> };
+  readonly fleet: { readonly s: number; readonly rate: number; readonly requestsPerS: number; readonly requestsPerItem: number; readonly kmsInFlight: number; readonly slots: number; readonly note: string; readonly reencrypted: number; readonly cpuMs: Record<string, number> };
   readonly ratio: number;
 }
 
@@ -39,6 +39,8 @@ interface Setup {
   readonly blobs: readonly Uint8Array[];
   readonly context: Record<string, string>;
   readonly redisUrl: string;
+  /** The Redis server's pid, when it runs here: its CPU is counted in the fleet's. */
+  readonly redisPid: number | undefined;
 }
 
 /** Every request aws-local answered, from its own counters: the machine's work in each variant. */
@@ -57,6 +59,7 @@ async function comparePoint(s: Setup, bucket: string, c: number, latencyMs: numb
   // (a) raw ReEncrypt loop at concurrency c.
   let errors = 0;
   const ra = await requests(aws);
+  const rawCpu = cpuMeter({ 'raw loop': [process.pid], 'aws-local': [aws.pid] });
   const ta = performance.now();
   await times(n, c, async (i) => {
     try {
@@ -66,6 +69,7 @@ async function comparePoint(s: Setup, bucket: string, c: number, latencyMs: numb
     }
   });
   const rawS = (performance.now() - ta) / 1000;
+  const rawCpuMs = rawCpu.read();
   const rawRequests = (await requests(aws)) - ra;
 
   // (b) the fleet at the same KMS concurrency c.
@@ -77,6 +81,7 @@ async function comparePoint(s: Setup, bucket: string, c: number, latencyMs: numb
     n,
     () => requests(aws),
     settle,
+    { 'aws-local': [aws.pid], ...(s.redisPid ? { redis: [s.redisPid] } : {}) },
   );
   const reencrypted = run.outcomes['reencrypted'] ?? 0;
   const note = settle
@@ -87,11 +92,14 @@ async function comparePoint(s: Setup, bucket: string, c: number, latencyMs: numb
     latencyMs,
     n,
     seedS,
-    raw: { s: rawS, rate: n / rawS, requestsPerS: rawRequests / rawS, errors },
-    fleet: { s: run.seconds, rate: n / run.seconds, requestsPerS: run.counted / run.seconds, requestsPerItem: run.counted / n, kmsInFlight: run.kmsInFlight, slots: shape.kmsConcurrency * shape.workers, note, reencrypted },
+    raw: { s: rawS, rate: n / rawS, requestsPerS: rawRequests / rawS, errors, cpuMs: rawCpuMs },
+    fleet: { s: run.seconds, rate: n / run.seconds, requestsPerS: run.counted / run.seconds, requestsPerItem: run.counted / n, kmsInFlight: run.kmsInFlight, slots: shape.kmsConcurrency * shape.workers, note, reencrypted, cpuMs: run.cpuMs },
     ratio: n / run.seconds / (n / rawS),
   };
 }
+
+const sum = (cpuMs: Record<string, number>) => Object.values(cpuMs).reduce((a, b) => a + b, 0);
+const coresBusy = (cpuMs: Record<string, number>, seconds: number) => (sum(cpuMs) / 1000 / seconds).toFixed(2);
 
 /** Milliseconds per KMS call: mean calls in flight / calls per second (Little's law). */
 const msPerCall = (inFlight: number, callsPerS: number) => ((inFlight / callsPerS) * 1000).toFixed(1);
@@ -118,7 +126,7 @@ export async function fleetVsRaw(): Promise<BenchResult> {
     await times(512, 32, async () => {
       blobs.push((await kms.send(new GenerateDataKeyWithoutPlaintextCommand({ KeyId: oldKey, KeySpec: 'AES_256', EncryptionContext: context }))).CiphertextBlob!);
     });
-    const setup: Setup = { aws, kms, oldKey, newKey, blobs, context, redisUrl };
+    const setup: Setup = { aws, kms, oldKey, newKey, blobs, context, redisUrl, redisPid: await redisPid(redisUrl) };
     const main = await comparePoint(setup, 'bench-raw', c, latencyMs, n, true);
     const extra: Point[] = [];
     for (const [i, [ac, al]] of also.entries()) extra.push(await comparePoint(setup, `bench-raw-${i + 1}`, ac, al, alsoN, false));
@@ -147,6 +155,18 @@ export async function fleetVsRaw(): Promise<BenchResult> {
         `${p.fleet.kmsInFlight.toFixed(1)} / ${p.fleet.slots}`,
         `${msPerCall(p.c, p.raw.rate)} / ${msPerCall(p.fleet.kmsInFlight, p.fleet.rate)}`,
         `${p.raw.requestsPerS.toFixed(0)} / ${p.fleet.requestsPerS.toFixed(0)}`,
+      ])),
+      '',
+      'CPU milliseconds per item, by process, over each timed pass (/proc/<pid>/stat; the raw loop is the benchmark process). Where both variants keep the cores busy, the ratio follows raw CPU per item / fleet CPU per item.',
+      '',
+      table(['C', 'latency ms', 'raw: CPU ms per item', 'raw: cores busy', 'fleet: CPU ms per item', 'fleet: cores busy', 'raw / fleet CPU per item'], [main, ...extra].map((p) => [
+        p.c,
+        p.latencyMs,
+        cpuPerItem(p.raw.cpuMs, p.n),
+        coresBusy(p.raw.cpuMs, p.raw.s),
+        cpuPerItem(p.fleet.cpuMs, p.n),
+        coresBusy(p.fleet.cpuMs, p.fleet.s),
+        (sum(p.raw.cpuMs) / sum(p.fleet.cpuMs)).toFixed(3),
       ])),
       '',
     ].join('\n');

@@ -3,7 +3,8 @@
  * `/_aws-local/*` admin API), a coordinator and workers as child processes (the built `dist/`),
  * envelope seeding, argument flags, and the table/last-line output.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Agent } from 'node:http';
 import { createRequire } from 'node:module';
@@ -74,6 +75,8 @@ export async function freePort(): Promise<number> {
 /** aws-local in its own process, so server and clients each get an event loop. */
 export interface AwsChild {
   readonly url: string;
+  /** The aws-local process, for {@link cpuMeter}. */
+  readonly pid: number;
   admin(method: string, name: string, body?: unknown): Promise<unknown>;
   kms(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number): KMSClient;
   s3(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number): S3Client;
@@ -96,6 +99,7 @@ export async function startAwsChild(): Promise<AwsChild> {
   });
   return {
     url,
+    pid: child.pid!,
     async admin(method, name, body) {
       const res = await fetch(`${url}/_aws-local/${name}`, { method, ...(body !== undefined ? { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}) });
       const text = await res.text();
@@ -154,6 +158,8 @@ export interface FleetRun {
   readonly counted: number;
   /** Mean KMS calls in flight over the re-encrypt pass, summed over the workers (`rekey_kms_calls_in_flight_seconds_total`). */
   readonly kmsInFlight: number;
+  /** CPU milliseconds spent during the re-encrypt pass: `workers`, `coordinator`, plus the `others` given. */
+  readonly cpuMs: Record<string, number>;
 }
 
 /**
@@ -161,21 +167,23 @@ export interface FleetRun {
  * (unless `settle` is false) waits for it to settle, then stops the fleet. `count` (e.g.
  * aws-local's request counter) is read at the start and at the end of the re-encrypt pass.
  */
-export async function timeFleetMigration(fleet: Fleet, spec: Record<string, unknown>, n: number, count?: () => Promise<number>, settle = true): Promise<FleetRun> {
+export async function timeFleetMigration(fleet: Fleet, spec: Record<string, unknown>, n: number, count?: () => Promise<number>, settle = true, others: Record<string, readonly number[]> = {}): Promise<FleetRun> {
   try {
     const c0 = count ? await count() : 0;
     const busy0 = await fleet.workerMetric(IN_FLIGHT_SECONDS);
+    const cpu = cpuMeter({ workers: fleet.workers.map((w) => w.pid!), coordinator: [fleet.coordinator.pid!], ...others });
     const t0 = performance.now();
     const m = await fleet.api.create(spec);
     await fleet.waitProcessed(m.id, n, 900_000);
     const seconds = (performance.now() - t0) / 1000;
+    const cpuMs = cpu.read();
     const counted = count ? (await count()) - c0 : 0;
     const kmsInFlight = ((await fleet.workerMetric(IN_FLIGHT_SECONDS)) - busy0) / seconds;
     let state = settle ? await fleet.waitSettled(m.id, 900_000) : 'not waited for';
     const settledSeconds = (performance.now() - t0) / 1000;
     const st = await fleet.api.status(m.id);
     if (st.migration.reason) state += ` (${st.migration.reason})`;
-    return { seconds, settledSeconds, state, outcomes: st.totals.outcomes, counted, kmsInFlight };
+    return { seconds, settledSeconds, state, outcomes: st.totals.outcomes, counted, kmsInFlight, cpuMs };
   } finally {
     await fleet.stop();
   }
@@ -369,6 +377,48 @@ export async function seedEnvelope(aws: AwsChild, bucket: string, keyId: string,
     const t = copies[i % templates]!;
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key(i), Body: t.body, Metadata: t.metadata }));
   });
+}
+
+const CLOCK_TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** CPU milliseconds (user + system) a live process has used so far, from `/proc/<pid>/stat`. */
+export function processCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the parenthesized command name; utime and stime are the 14th and 15th of the line.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S) * 1000;
+}
+
+/**
+ * Measures the CPU time that groups of processes use from now until `read()`, e.g.
+ * `{ workers: [pid1, pid2], 'aws-local': [pid3] }`; the pid `process.pid` is read with
+ * `process.cpuUsage()` (finer than clock ticks). On a machine where every variant saturates the
+ * cores, items/s follow CPU milliseconds per item, which these numbers give with far less noise.
+ */
+export function cpuMeter(groups: Record<string, readonly number[]>): { read(): Record<string, number> } {
+  const now = (pid: number) => (pid === process.pid ? (({ user, system }) => (user + system) / 1000)(process.cpuUsage()) : processCpuMs(pid));
+  const start = Object.fromEntries(Object.entries(groups).map(([g, pids]) => [g, pids.map(now)]));
+  return {
+    read: () => Object.fromEntries(Object.entries(groups).map(([g, pids]) => [g, pids.reduce((sum, pid, i) => sum + now(pid) - start[g]![i]!, 0)])),
+  };
+}
+
+/** The pid of the Redis server at `url` (`INFO server`), when it runs on this machine and /proc shows it. */
+export async function redisPid(url: string): Promise<number | undefined> {
+  const redis = new Redis(url);
+  try {
+    const pid = Number(/process_id:(\d+)/.exec(await redis.info('server'))?.[1]);
+    return pid && existsSync(`/proc/${pid}/stat`) ? pid : undefined;
+  } finally {
+    await redis.quit();
+  }
+}
+
+/** `{ group: ms }` over `items` as "a 0.41 + b 0.12 = 0.53 ms" (CPU ms per item). */
+export function cpuPerItem(cpuMs: Record<string, number>, items: number): string {
+  const parts = Object.entries(cpuMs).map(([g, ms]) => `${g} ${(ms / items).toFixed(2)}`);
+  const total = Object.values(cpuMs).reduce((a, b) => a + b, 0) / items;
+  return `${parts.join(' + ')} = ${total.toFixed(2)}`;
 }
 
 export function median(xs: number[]): number {
