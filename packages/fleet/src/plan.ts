@@ -11,6 +11,7 @@
  * target, when it is not under a `from` key); a verify pass one ReEncrypt per blob and none for
  * SSE-KMS objects (S3 reports their key).
  */
+import { setMaxListeners } from 'node:events';
 import {
   GetBucketVersioningCommand,
   GetObjectAclCommand,
@@ -289,6 +290,9 @@ export async function planMigration(o: PlanOptions): Promise<MigrationPlan> {
     if (!(typeof v === 'number' && v >= 0 && Number.isFinite(v))) throw new FleetError('bad-input', `price ${k} must be a number of at least 0, got ${String(v)}`);
   }
   const signal = o.signal ?? new AbortController().signal;
+  // Each sampled item in flight (and each SDK call in it) listens on this signal; without this,
+  // Node warns of a listener leak from 11 on, in the middle of `rekey plan`'s output.
+  setMaxListeners((o.concurrency ?? 16) * 8 + 16, signal);
   const sources: SourcePlan[] = [];
   for (const t of o.targets) sources.push(await planSource(o, t, signal));
   const requests = sources.reduce((a, s) => ({ kms: a.kms + s.requests.kms, s3Write: a.s3Write + s.requests.s3Write, s3Read: a.s3Read + s.requests.s3Read }), { kms: 0, s3Write: 0, s3Read: 0 });
