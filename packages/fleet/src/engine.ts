@@ -170,11 +170,15 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   const inFlight = createInFlightLimit(opts.kmsConcurrency ?? 16);
   // The SDK's default agents open at most 50 sockets per origin: more KMS slots would queue for one.
   const kmsSockets = Math.max(50, inFlight.limit);
+  // One attempt per send (decisions.md #30): the gateway and sendS3 retry, taking a limiter token
+  // before each attempt and telling AIMD of each throttle. The SDK's default (3 attempts) would
+  // re-send a throttled request twice more without a token, and AIMD would hear of it late or never.
   const kmsClient = new KMSClient({
     ...clientConfig,
+    maxAttempts: 1,
     requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: kmsSockets }), httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: kmsSockets }) },
   });
-  const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
+  const s3 = new S3Client({ ...clientConfig, maxAttempts: 1, forcePathStyle: Boolean(opts.aws.endpoint) });
   metrics.setInFlight(inFlight);
   // One limiter per (account, Region); each migration's sources get a gateway bound to its fair share.
   const budget: FleetBudget | undefined = opts.kmsBudgetRps

@@ -7,6 +7,7 @@ import { MIGRATION_STATES } from '@rekey/core';
 import { createKmsGateway } from '@rekey/kms';
 import { awsClientConfig, cleanupRedisPrefix, createTestRedis, createTestSchema, redisUrl, uniquePrefix, useAwsLocal, type AwsTestEndpoint, type TestSchema } from '@rekey/testing';
 import { buildApi, createEngine, createFleetMetrics, registerMetricsRoute, startMetricsServer, type Engine } from '../src/index.js';
+import { startEngineFixture } from './engine-fixture.js';
 
 const TOKEN = 'metrics-test-token-0123456789';
 
@@ -237,6 +238,35 @@ describe('KMS throttling metrics', () => {
     } finally {
       client.destroy();
       await ep.close();
+    }
+  });
+
+  it("the engine's KMS client does not retry on its own: every request KMS throttled reached the gateway, its limiter and AIMD", async () => {
+    // The SDK retries a ThrottlingException twice by default, without a limiter token and before
+    // AIMD hears of it; the gateway's retry is the only one.
+    const f = await startEngineFixture('kms-sdk-retries', { db: true, engine: { kmsBudgetRps: 20 } });
+    try {
+      const [oldKey, newKey] = [await f.newKey('old'), await f.newKey('new')];
+      await f.db!.pool.query('CREATE TABLE blobs (id int PRIMARY KEY, secret bytea NOT NULL)');
+      for (let id = 1; id <= 8; id++) {
+        const ct = (await f.kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from(`s${id}`) }))).CiphertextBlob!;
+        await f.db!.pool.query('INSERT INTO blobs VALUES ($1, $2)', [id, Buffer.from(ct)]);
+      }
+      f.ep.local!.controls.setQuota({ rps: 5, burst: 1 });
+      f.ep.local!.controls.resetCounters();
+
+      const m = await f.engine.createMigration({ sources: [{ name: 'rows', kind: 'postgres', schema: f.db!.schema, table: 'blobs', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey }, 'test');
+      await f.waitUntil(m.id, (x) => ['ready', 'blocked'].includes(x.state), 'settling');
+
+      const seen = f.ep.local!.controls.getCounters()['kms:ReEncrypt']!;
+      const text = parseMetrics(await f.engine.metrics.registry.metrics());
+      const viaGateway = ['ok', 'retryable', 'item', 'fatal'].reduce((n, outcome) => n + (text.get(series('rekey_kms_requests_total', { operation: 'ReEncrypt', outcome })) ?? 0), 0);
+      expect(seen.throttled).toBeGreaterThan(0);
+      expect(text.get('rekey_kms_throttled_total')).toBe(seen.throttled);
+      expect(viaGateway).toBe(seen.calls);
+      expect((await f.engine.status(m.id)).totals.outcomes).toMatchObject({ reencrypted: 8 });
+    } finally {
+      await f.close();
     }
   });
 });

@@ -35,7 +35,12 @@ import type {
   ReEncryptOutput,
 } from './types.js';
 
-/** A ready KMS client, or the config to build one (Powertools style). */
+/**
+ * A ready KMS client, or the config to build one (Powertools style). The gateway retries on its
+ * own, so a client built from `clientConfig` makes one attempt per call unless the config says
+ * otherwise; give an injected client `maxAttempts: 1` too, or its retries of a throttled call
+ * take no limiter token and reach AIMD late.
+ */
 export type KmsClientSource = { client: KMSClient } | { clientConfig: KMSClientConfig };
 
 /** Options of {@link createKmsGateway}. */
@@ -156,7 +161,8 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
     }
     client = source.client;
   } else if ('clientConfig' in source) {
-    client = new KMSClient(source.clientConfig);
+    // The gateway retries, taking a limiter token per attempt; SDK retries would bypass both.
+    client = new KMSClient({ maxAttempts: 1, ...source.clientConfig });
     owned = true;
   } else {
     throw new KmsGatewayError('invalid-client', 'createKmsGateway needs { client } or { clientConfig }');

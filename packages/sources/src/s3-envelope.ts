@@ -144,11 +144,8 @@ export function createS3EnvelopeSource(spec: S3EnvelopeSourceSpec, deps: S3Envel
     if (r.kind === 'already-current') return { outcome: 'already-current', fromKey: r.keyArn };
     if (r.kind === 'not-in-scope') return { outcome: 'not-in-scope', reason: r.reason };
 
-    if (head.ServerSideEncryption === 'aws:kms') {
-      // The object is also SSE-KMS at rest: S3 decrypts and re-encrypts it during the copy.
-      await kms.acquire(ctx.signal);
-      await kms.acquire(ctx.signal);
-    }
+    // An object also SSE-KMS at rest: S3 decrypts and re-encrypts it during the copy (2 KMS requests).
+    const kmsCost = head.ServerSideEncryption === 'aws:kms' ? { kms, requests: 2 } : undefined;
     await sendS3(
       () =>
         s3.send(
@@ -167,6 +164,7 @@ export function createS3EnvelopeSource(spec: S3EnvelopeSourceSpec, deps: S3Envel
         ),
       { op: 'CopyObject', bucket, key: item.key, targetKey: plan.to, ...(head.SSEKMSKeyId !== undefined && { sourceKey: head.SSEKMSKeyId }) },
       ctx.signal,
+      kmsCost,
     );
     return { outcome: 'reencrypted', fromKey: r.fromKey, notes: ['acl-reset', 'last-modified-changed'] };
   }

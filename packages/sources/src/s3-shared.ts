@@ -9,6 +9,7 @@ import {
   type HeadObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { ItemError, type Cursor, type ItemRef, type Page } from '@rekey/core';
+import { retry } from '@rekey/kms';
 import { SourceError, classifyS3Error, type S3ErrorContext } from './errors.js';
 import type { SourceKms, SourceOptions } from './types.js';
 
@@ -22,8 +23,8 @@ const MAX_PAGE = 1000;
 export function checkS3Deps(deps: { s3: unknown; kms: unknown }, kind: string): void {
   if (!(deps.s3 instanceof S3Client)) throw new SourceError('wrong-client', `${kind}: deps.s3 must be an S3Client from @aws-sdk/client-s3`);
   const kms = deps.kms as Partial<SourceKms> | null | undefined;
-  if (typeof kms?.reEncrypt !== 'function' || typeof kms.acquire !== 'function') {
-    throw new SourceError('wrong-client', `${kind}: deps.kms must be a KmsGateway from @rekey/kms (reEncrypt and acquire)`);
+  if (typeof kms?.reEncrypt !== 'function' || typeof kms.acquire !== 'function' || typeof kms.reportS3Call !== 'function') {
+    throw new SourceError('wrong-client', `${kind}: deps.kms must be a KmsGateway from @rekey/kms (reEncrypt, acquire and reportS3Call)`);
   }
 }
 
@@ -34,15 +35,54 @@ export function pageSizeOf(options: SourceOptions | undefined, max = MAX_PAGE): 
   return n;
 }
 
-/** Sends an S3 command and turns any failure into the classified error. */
-export async function sendS3<T>(fn: () => Promise<T>, ctx: S3ErrorContext, signal: AbortSignal): Promise<T> {
-  signal.throwIfAborted();
-  try {
-    return await fn();
-  } catch (err) {
-    if (signal.aborted) throw signal.reason;
-    throw classifyS3Error(err, ctx);
-  }
+/**
+ * What one S3 request costs in the KMS requests S3 makes on our behalf (SSE-KMS copies, uploads,
+ * UpdateObjectEncryption): that many limiter tokens are taken before each attempt, and its
+ * outcome is reported to the limiter, so S3-side KMS throttling cuts the fleet's rate too.
+ */
+export interface S3KmsCost {
+  readonly kms: SourceKms;
+  readonly requests: number;
+}
+
+/**
+ * Attempts of one S3 request. The fleet's S3 client makes one attempt per send (`maxAttempts: 1`,
+ * docs/decisions.md #30): retries happen here, where each one takes its limiter tokens; the SDK's
+ * own would re-send a KMS-spending request without them.
+ */
+const S3_RETRY = { maxAttempts: 3, baseMs: 100, capMs: 2000 } as const;
+
+/**
+ * Answers to a KMS-spending S3 request that cut the fleet's KMS rate. AWS does not document what
+ * S3 returns when KMS throttles it (aws-local answers 503 SlowDown, see its README); a SlowDown
+ * from S3 itself also asks for fewer of these requests, and the limiter is the only control over
+ * their rate.
+ */
+const S3_THROTTLE_CODES: ReadonlySet<string> = new Set(['KMS.ThrottlingException', 'SlowDown']);
+
+/**
+ * Sends an S3 command, retrying a retryable failure (5xx, SlowDown, KMS throttling, a dropped
+ * connection) up to 3 times with jittered backoff; any other failure, or the last one, is thrown
+ * as the classified error. With `kmsCost`, tokens are taken before every attempt.
+ */
+export async function sendS3<T>(fn: () => Promise<T>, ctx: S3ErrorContext, signal: AbortSignal, kmsCost?: S3KmsCost): Promise<T> {
+  return retry(
+    async () => {
+      signal.throwIfAborted();
+      if (kmsCost) for (let i = 0; i < kmsCost.requests; i++) await kmsCost.kms.acquire(signal);
+      try {
+        const out = await fn();
+        kmsCost?.kms.reportS3Call('ok');
+        return out;
+      } catch (err) {
+        if (signal.aborted) throw signal.reason;
+        const classified = classifyS3Error(err, ctx);
+        if (kmsCost && S3_THROTTLE_CODES.has(classified.code)) kmsCost.kms.reportS3Call('throttled');
+        throw classified;
+      }
+    },
+    { ...S3_RETRY, signal },
+  );
 }
 
 /** Checks that an item reference is an S3 one. */

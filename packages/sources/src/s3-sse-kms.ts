@@ -148,7 +148,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
 
   async function updateEncryption(item: S3ItemRef, head: HeadObjectCommandOutput, plan: KeyPlan, keyArn: string, signal: AbortSignal) {
     // S3 makes one KMS ReEncrypt for us; it counts against the shared KMS quota.
-    await kms.acquire(signal);
     await sendS3(
       () =>
         s3.send(
@@ -164,6 +163,7 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
         ),
       errCtx('UpdateObjectEncryption', item, plan, keyArn),
       signal,
+      { kms, requests: 1 },
     );
     return { outcome: 'reencrypted', fromKey: keyArn } satisfies ItemOutcome;
   }
@@ -191,8 +191,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
 
   async function copyInPlace(item: S3ItemRef, head: HeadObjectCommandOutput, plan: KeyPlan, keyArn: string, signal: AbortSignal) {
     // S3 decrypts the source and generates a data key for the copy: two KMS requests.
-    await kms.acquire(signal);
-    await kms.acquire(signal);
     await sendS3(
       () =>
         s3.send(
@@ -217,6 +215,7 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
         ),
       errCtx('CopyObject', item, plan, keyArn),
       signal,
+      { kms, requests: 2 },
     );
     return { outcome: 'reencrypted', fromKey: keyArn, notes: [...COPY_NOTES] } satisfies ItemOutcome;
   }
@@ -233,7 +232,7 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
       signal,
     );
     const tags = encodeTagging(tagging.TagSet ?? []);
-    await kms.acquire(signal);
+    // S3 generates the upload's data key: one KMS request.
     const created = await sendS3(
       () =>
         s3.send(
@@ -259,6 +258,7 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
         ),
       errCtx('CreateMultipartUpload', item, plan, keyArn),
       signal,
+      { kms, requests: 1 },
     );
     const uploadId = created.UploadId;
     if (uploadId === undefined) throw new ItemError('NoUploadId', `CreateMultipartUpload s3://${bucket}/${item.key} returned no UploadId`, { outcome: 'failed' });
@@ -270,8 +270,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
       }
       const parts = await mapLimited(ranges, partConcurrency, async (r): Promise<CompletedPart> => {
         // Each part: S3 decrypts the source range and encrypts the part with the upload's data key.
-        await kms.acquire(signal);
-        await kms.acquire(signal);
         const out = await sendS3(
           () =>
             s3.send(
@@ -288,10 +286,10 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
             ),
           errCtx('UploadPartCopy', item, plan, keyArn),
           signal,
+          { kms, requests: 2 },
         );
         return { PartNumber: r.partNumber, ETag: out.CopyPartResult?.ETag };
       });
-      await kms.acquire(signal);
       await sendS3(
         () =>
           s3.send(
@@ -307,6 +305,7 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
           ),
         errCtx('CompleteMultipartUpload', item, plan, keyArn),
         signal,
+        { kms, requests: 1 },
       );
     } catch (err) {
       // Without the abort, the copied parts stay billed until a lifecycle rule removes them.

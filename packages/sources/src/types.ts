@@ -7,7 +7,7 @@ import type { KmsGateway } from '@rekey/kms';
  * The part of the KMS gateway a source uses: `reEncrypt` for wrapped keys and blobs, and
  * `acquire` for a limiter token before an S3 request that makes S3 call KMS for us.
  */
-export type SourceKms = Pick<KmsGateway, 'reEncrypt' | 'acquire'>;
+export type SourceKms = Pick<KmsGateway, 'reEncrypt' | 'acquire' | 'reportS3Call'>;
 
 /** Options every source accepts besides its spec. */
 export interface SourceOptions {

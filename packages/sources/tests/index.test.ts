@@ -5,6 +5,7 @@ import { SourceError, createSource, type SourceKms } from '../src/index.js';
 
 const kms: SourceKms = {
   async acquire() {},
+  reportS3Call() {},
   async reEncrypt() {
     throw new Error('not called');
   },

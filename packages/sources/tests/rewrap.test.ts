@@ -14,6 +14,7 @@ function fakeKms(material: Record<string, string> = {}) {
   const calls: ReEncryptInput[] = [];
   const kms: SourceKms = {
     async acquire() {},
+    reportS3Call() {},
     async reEncrypt(input): Promise<ReEncryptOutput> {
       calls.push(input);
       const [key = '', mat = 'm1'] = Buffer.from(input.ciphertextBlob).toString().split('|');
@@ -79,6 +80,7 @@ describe('rewrapBlob', () => {
   it('passes other KMS errors through', async () => {
     const kms: SourceKms = {
       async acquire() {},
+      reportS3Call() {},
       async reEncrypt() {
         throw new ItemError('InvalidCiphertextException', 'bad', { outcome: 'failed' });
       },
