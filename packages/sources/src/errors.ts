@@ -64,6 +64,9 @@ const NETWORK_CODES = new Set([
 const NETWORK_NAMES = new Set(['TimeoutError', 'RequestTimeout', 'RequestTimeoutException', 'NetworkingError']);
 
 /** S3 codes that mean "try again later" even below HTTP 500. */
+/** KMS throttling as S3 passes it on (`KMS.<KMS error code>`). */
+export const KMS_THROTTLE_CODES: ReadonlySet<string> = new Set(['KMS.ThrottlingException', 'KMS.LimitExceededException']);
+
 const S3_RETRYABLE_CODES = new Set(['SlowDown', 'RequestTimeout', 'OperationAborted', 'InternalError', 'ServiceUnavailable', 'NoSuchUpload']);
 
 interface AwsLikeError {
@@ -151,10 +154,12 @@ export function classifyS3Error(err: unknown, ctx: S3ErrorContext): ClassifiedS3
   if (code === 'MethodNotAllowed' || status === 405) {
     return new ItemError(code, `${where} is a delete marker`, { outcome: 'gone', cause: err });
   }
+  // KMS throttled S3 while it acted for us: retryable whichever key the message names (a key
+  // named in a throttle says nothing about the key being unusable).
+  if (KMS_THROTTLE_CODES.has(code)) return new RetryableError(code, line, opts);
   if (code.startsWith('KMS.') || code === 'KMSKeyNotAccessible' || code === 'AccessDenied' || code === 'Forbidden' || status === 403) {
     if (mentions(message, ctx.targetKey)) return new MigrationFatalError(code, `${line} (the target key is unusable)`, opts);
     if (mentions(message, ctx.sourceKey)) return new ItemError(code, line, { outcome: 'failed', cause: err });
-    if (code === 'KMS.ThrottlingException') return new RetryableError(code, line, opts);
     return new MigrationFatalError(code, line, opts);
   }
   if (S3_RETRYABLE_CODES.has(code) || (status !== undefined && status >= 500) || e.$retryable !== undefined) {

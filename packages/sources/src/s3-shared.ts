@@ -10,7 +10,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { ItemError, type Cursor, type ItemRef, type Page } from '@rekey/core';
 import { retry } from '@rekey/kms';
-import { SourceError, classifyS3Error, type S3ErrorContext } from './errors.js';
+import { KMS_THROTTLE_CODES, SourceError, classifyS3Error, type S3ErrorContext } from './errors.js';
 import type { SourceKms, SourceOptions } from './types.js';
 
 /** A reference to one S3 object (or one version of it). */
@@ -58,7 +58,7 @@ const S3_RETRY = { maxAttempts: 3, baseMs: 100, capMs: 2000 } as const;
  * from S3 itself also asks for fewer of these requests, and the limiter is the only control over
  * their rate.
  */
-const S3_THROTTLE_CODES: ReadonlySet<string> = new Set(['KMS.ThrottlingException', 'SlowDown']);
+const S3_THROTTLE_CODES: ReadonlySet<string> = new Set([...KMS_THROTTLE_CODES, 'SlowDown']);
 
 /**
  * Sends an S3 command, retrying a retryable failure (5xx, SlowDown, KMS throttling, a dropped

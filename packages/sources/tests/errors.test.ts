@@ -56,6 +56,18 @@ describe('classifyS3Error', () => {
     expect((c as ItemError).outcome).toBe('failed');
   });
 
+  it.each([
+    ['naming the target key', `Rate exceeded for key ${TARGET}`],
+    ['naming the item key', `Rate exceeded for key ${SOURCE}`],
+    ['naming no key', 'Rate exceeded'],
+  ])('KMS throttling passed on by S3 is retryable, %s', (_, message) => {
+    for (const code of ['KMS.ThrottlingException', 'KMS.LimitExceededException']) {
+      const c = classifyS3Error(s3Err(code, 400, message), ctx);
+      expect(c).toBeInstanceOf(RetryableError);
+      expect(c.code).toBe(code);
+    }
+  });
+
   it('AccessDenied on the target key (by id) is fatal', () => {
     const c = classifyS3Error(s3Err('AccessDenied', 403, 'not authorized to perform kms:GenerateDataKey on resource 11111111-1111-1111-1111-111111111111'), ctx);
     expect(c).toBeInstanceOf(MigrationFatalError);
