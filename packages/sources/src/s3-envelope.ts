@@ -89,7 +89,11 @@ export function parseS3EnvelopeMetadata(meta: Readonly<Record<string, string>> |
   return { kind: 'v2', wrappedKey: Buffer.from(keyV2, 'base64'), context };
 }
 
-/** The system headers of the object read, resent by a metadata-replacing copy so none is lost. */
+/**
+ * The system headers of the object read, resent by a metadata-replacing copy so none is lost.
+ * Its server-side encryption is kept as it was: a copy without the header would take the
+ * bucket's default, silently dropping DSSE-KMS (which has no bucket keys) or SSE-KMS.
+ */
 function systemHeadersOf(head: HeadObjectCommandOutput) {
   const sse =
     head.ServerSideEncryption === 'aws:kms'
@@ -98,9 +102,11 @@ function systemHeadersOf(head: HeadObjectCommandOutput) {
           ...(head.SSEKMSKeyId !== undefined && { SSEKMSKeyId: head.SSEKMSKeyId }),
           BucketKeyEnabled: head.BucketKeyEnabled === true,
         }
-      : head.ServerSideEncryption === 'AES256'
-        ? { ServerSideEncryption: 'AES256' as const }
-        : {};
+      : head.ServerSideEncryption === 'aws:kms:dsse'
+        ? { ServerSideEncryption: 'aws:kms:dsse' as const, ...(head.SSEKMSKeyId !== undefined && { SSEKMSKeyId: head.SSEKMSKeyId }) }
+        : head.ServerSideEncryption === 'AES256'
+          ? { ServerSideEncryption: 'AES256' as const }
+          : {};
   return {
     ...(head.ContentType !== undefined && { ContentType: head.ContentType }),
     ...(head.ContentEncoding !== undefined && { ContentEncoding: head.ContentEncoding }),
@@ -144,8 +150,9 @@ export function createS3EnvelopeSource(spec: S3EnvelopeSourceSpec, deps: S3Envel
     if (r.kind === 'already-current') return { outcome: 'already-current', fromKey: r.keyArn };
     if (r.kind === 'not-in-scope') return { outcome: 'not-in-scope', reason: r.reason };
 
-    // An object also SSE-KMS at rest: S3 decrypts and re-encrypts it during the copy (2 KMS requests).
-    const kmsCost = head.ServerSideEncryption === 'aws:kms' ? { kms, requests: 2 } : undefined;
+    // An object also SSE-KMS or DSSE-KMS at rest: S3 decrypts and re-encrypts it during the copy
+    // (2 KMS requests; fewer with a bucket key, but we can't know it is cached).
+    const kmsCost = head.ServerSideEncryption === 'aws:kms' || head.ServerSideEncryption === 'aws:kms:dsse' ? { kms, requests: 2 } : undefined;
     await sendS3(
       () =>
         s3.send(

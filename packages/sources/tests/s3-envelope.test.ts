@@ -93,6 +93,40 @@ describe('s3-envelope', () => {
     expect((await readS3ecObject(world, bucket, 'rich')).plaintext.equals(plaintext)).toBe(true);
   });
 
+  it('a DSSE-KMS object stays DSSE-KMS under its key, and its copy takes 2 limiter tokens', async () => {
+    // aws-local answers 501 to DSSE-KMS, so the HEAD is made to report it and the copy is caught
+    // before it is sent: what is checked is the request the source makes.
+    const b = await tempBucket(world, 'envd');
+    drops.push(b.drop);
+    await putS3ecObject(world, b.bucket, 'd', world.keys.old, randomContent());
+    const dsseKey = world.keys.old;
+    const s3 = world.fleetS3();
+    clients.push(s3);
+    let copy: Record<string, unknown> | undefined;
+    s3.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'CopyObjectCommand') {
+          copy = args.input as Record<string, unknown>;
+          return { output: { $metadata: {}, CopyObjectResult: {} }, response: {} } as never;
+        }
+        const out = await next(args);
+        if (context.commandName === 'HeadObjectCommand') Object.assign(out.output as object, { ServerSideEncryption: 'aws:kms:dsse', SSEKMSKeyId: dsseKey });
+        return out;
+      },
+      { step: 'initialize', name: 'dsseObject' },
+    );
+    let tokens = 0;
+    const kms = { ...world.gateway, acquire: async (signal?: AbortSignal) => { tokens++; await world.gateway.acquire(signal); } };
+    const source = createS3EnvelopeSource({ name: 'e', kind: 's3-envelope', bucket: b.bucket }, { s3, kms });
+
+    const out = await source.reencrypt({ kind: 's3', key: 'd' }, { from: [world.keys.old], to: world.keys.target }, itemCtx());
+
+    expect(out.outcome).toBe('reencrypted');
+    expect(copy).toMatchObject({ ServerSideEncryption: 'aws:kms:dsse', SSEKMSKeyId: dsseKey });
+    expect(copy).not.toHaveProperty('BucketKeyEnabled');
+    expect(tokens).toBe(2);
+  });
+
   it('a wrapped key that is not a KMS ciphertext fails the item with the reason', async () => {
     const { bucket, source, plan } = await setup();
     await world.s3.send(
