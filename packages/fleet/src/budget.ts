@@ -212,9 +212,14 @@ export function createFleetBudget(opts: FleetBudgetOptions): FleetBudget {
   const poll = opts.ratePollMs === 0 || !opts.metrics
     ? undefined
     : setInterval(() => {
-        if (limiters.size === 0) return;
-        void Promise.all([...limiters.values()].map((e) => e.limiter.currentRate()))
-          .then((rates) => opts.metrics?.kmsRateLimit.set(rates.reduce((a, b) => a + b, 0)))
+        // Only limiters this process has drawn tokens from: one looked at by `rekey budget` (or a
+        // fallback account nobody uses) would publish its untouched budget as a rate.
+        const used = [...limiters.values()].filter((e) => e.limiter.stats().grantCalls > 0);
+        if (used.length === 0) return;
+        void Promise.all(used.map(async (e) => [e, await e.limiter.currentRate()] as const))
+          .then((rates) => {
+            for (const [e, rate] of rates) opts.metrics?.kmsRateLimit.set({ account: e.account, region: e.region }, rate);
+          })
           .catch(() => undefined); // Redis down: the gauge keeps its last value and the limiter itself refuses work.
       }, opts.ratePollMs ?? 1000);
   poll?.unref();

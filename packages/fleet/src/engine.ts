@@ -107,6 +107,10 @@ export interface Engine {
   readonly store: ProgressStore;
   readonly audit: AuditLog;
   readonly queue: FleetQueue;
+  /**
+   * Describes keys. Without a budget it is also the sources' gateway; with one it has no limiter,
+   * and cryptographic calls go through `budget.gatewayFor(m)` / `gatewayForKey`.
+   */
   readonly kms: KmsGateway;
   /** The fleet's KMS budget (limiters per account and Region); undefined when no budget is configured. */
   readonly budget: FleetBudget | undefined;
@@ -179,6 +183,10 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: kmsSockets }), httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: kmsSockets }) },
   });
   const s3 = new S3Client({ ...clientConfig, maxAttempts: 1, forcePathStyle: Boolean(opts.aws.endpoint) });
+  // Control-plane calls (DisableKey, ScheduleKeyDeletion, GetKeyLastUsage, the audit export's
+  // S3 requests) spend no cryptographic quota and take no token: they keep the SDK's own retries.
+  const controlKms = new KMSClient(clientConfig);
+  const controlS3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
   metrics.setInFlight(inFlight);
   // One limiter per (account, Region); each migration's sources get a gateway bound to its fair share.
   const budget: FleetBudget | undefined = opts.kmsBudgetRps
@@ -199,8 +207,10 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         lockDurationMs: 30_000,
       })
     : undefined;
-  const limiter = budget?.limiterFor(opts.accountId ?? 'default', opts.aws.region);
-  const kms = createKmsGateway({ client: kmsClient }, { ...(limiter ? { limiter } : {}), inFlight, metrics: metrics.kmsHook });
+  // The engine's own gateway describes keys (no token) and, with no budget configured, serves the
+  // sources. With a budget every cryptographic call goes through budget.gatewayFor*: a limiter
+  // here would only be an idle extra one in `rekey budget` and in rekey_kms_rate_limit_rps.
+  const kms = createKmsGateway({ client: kmsClient }, { inFlight, metrics: metrics.kmsHook });
   const pools = new Map<string, pg.Pool>();
   const defaultDbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -312,11 +322,11 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
           await audit.append(id, { actor: f.actor, type: 'key.disable-skipped', data: { key, reason: skipped.at(-1)!.reason } });
           continue;
         }
-        await kmsClient.send(new DisableKeyCommand({ KeyId: key }));
+        await controlKms.send(new DisableKeyCommand({ KeyId: key }));
         disabled.push(key);
         await audit.append(id, { actor: f.actor, type: 'key.disabled', data: { key, forced: !gate.ready, gate: gate.conditions } });
         if (f.scheduleDeletionDays !== undefined) {
-          const r = await kmsClient.send(new ScheduleKeyDeletionCommand({ KeyId: key, PendingWindowInDays: f.scheduleDeletionDays }));
+          const r = await controlKms.send(new ScheduleKeyDeletionCommand({ KeyId: key, PendingWindowInDays: f.scheduleDeletionDays }));
           scheduled.push(key);
           await audit.append(id, { actor: f.actor, type: 'key.deletion-scheduled', data: { key, days: f.scheduleDeletionDays, deletionDate: r.DeletionDate?.toISOString() } });
         }
@@ -332,7 +342,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   /** Writes a finished migration's audit log to its auditBucket and records where (or why not). */
   async function exportAuditOf(m: Migration): Promise<boolean> {
     try {
-      const rec = await exportAudit({ s3, audit }, m);
+      const rec = await exportAudit({ s3: controlS3, audit }, m);
       if (!rec) return false;
       await store.patch(m.id, { auditExport: rec, auditExportError: undefined });
       await audit.append(m.id, { actor, type: 'audit.exported', data: { ...rec } });
@@ -439,7 +449,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         }
       }
       if (spec.auditBucket) {
-        const why = await checkAuditBucket(s3, spec.auditBucket);
+        const why = await checkAuditBucket(controlS3, spec.auditBucket);
         if (why) problems.push(why);
       }
       if (problems.length) throw new ValidationError(problems);
@@ -535,7 +545,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       if (opts.monitorUsage ?? true) {
         cloudtrail ??= new CloudTrailClient(clientConfig);
         monitor = createUsageMonitor({
-          kms: kmsClient,
+          kms: controlKms,
           cloudtrail,
           migrations: () => store.list(),
           getUsage: readUsage,
@@ -607,6 +617,8 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       await store.close();
       kmsClient.destroy();
       s3.destroy();
+      controlKms.destroy();
+      controlS3.destroy();
       sqs?.destroy();
       cloudtrail?.destroy();
       await redis.quit();

@@ -16,7 +16,7 @@ export interface FleetMetrics {
   readonly kmsRequests: Counter<'operation' | 'outcome'>;
   readonly kmsDuration: Histogram<'operation'>;
   readonly kmsThrottled: Counter;
-  readonly kmsRateLimit: Gauge;
+  readonly kmsRateLimit: Gauge<'account' | 'region'>;
   readonly batches: Gauge<'state'>;
   readonly batchDuration: Histogram;
   /** Batches that gave the unstarted part of their items to a new batch because no batch was waiting. */
@@ -45,7 +45,12 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
   const kmsRequests = new Counter({ name: 'rekey_kms_requests_total', help: 'KMS requests made by this process', labelNames: ['operation', 'outcome'] as const, registers: [registry] });
   const kmsDuration = new Histogram({ name: 'rekey_kms_request_duration_seconds', help: 'KMS request latency', labelNames: ['operation'] as const, buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
   const kmsThrottled = new Counter({ name: 'rekey_kms_throttled_total', help: 'KMS ThrottlingException responses seen by this process', registers: [registry] });
-  const kmsRateLimit = new Gauge({ name: 'rekey_kms_rate_limit_rps', help: 'Current fleet-wide KMS rate limit (after AIMD)', registers: [registry] });
+  const kmsRateLimit = new Gauge({
+    name: 'rekey_kms_rate_limit_rps',
+    help: 'Current fleet-wide KMS rate limit (after AIMD) of each (account, Region) limiter this process draws tokens from',
+    labelNames: ['account', 'region'] as const,
+    registers: [registry],
+  });
   const batches = new Gauge({ name: 'rekey_batches', help: 'Batches in the queue by state', labelNames: ['state'] as const, registers: [registry] });
   const batchDuration = new Histogram({ name: 'rekey_batch_duration_seconds', help: 'Time to process one batch', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] });
   const batchesSplit = new Counter({ name: 'rekey_batches_split_total', help: 'Batches that gave their unstarted items to a new batch at the tail of a pass (enumeration done, no batch waiting)', labelNames: ['mode'] as const, registers: [registry] });

@@ -424,6 +424,9 @@ export async function runRotation(o: RotationOptions): Promise<RotationReport> {
     await call(`UpdateAlias ${o.alias}`, () => o.kms.send(new UpdateAliasCommand({ AliasName: o.alias, TargetKeyId: newArn })));
     steps.push(`moved ${o.alias} from ${d.aliasTarget} to ${newArn}`);
     await audit('alias.updated', { alias: o.alias, from: d.aliasTarget, to: newArn });
+  } else if (!logged.has('alias.updated')) {
+    // A run stopped between UpdateAlias and its audit entry: the move happened, so record it now.
+    await audit('alias.updated', { alias: o.alias, from: oldArn, to: newArn, recovered: true });
   }
   await step('alias-updated', { alias: o.alias, key: newArn });
 

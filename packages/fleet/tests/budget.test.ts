@@ -160,12 +160,14 @@ describe('fleet budget over Redis and aws-local', () => {
     expect(extended[0]).toEqual(['tok-1', 3000]);
   });
 
-  it('publishes the current rate in rekey_kms_rate_limit_rps', async () => {
+  it('publishes the current rate of each limiter it draws tokens from in rekey_kms_rate_limit_rps, and not of one it only looked at', async () => {
     const metrics = createFleetMetrics({ defaultMetrics: false });
     const b = make({ budgetRps: 42, metrics, ratePollMs: 50, accountId: '000000000003' });
-    b.limiterFor('000000000003', ep.region);
+    await b.limiterFor('000000000003', ep.region).forMigration('m1').acquire();
+    b.limiterFor('000000000009', ep.region); // e.g. shown by `rekey budget`, never used
     await sleep(300);
-    expect((await metrics.kmsRateLimit.get()).values[0]?.value).toBe(42);
+    const values = (await metrics.kmsRateLimit.get()).values;
+    expect(values).toEqual([{ labels: { account: '000000000003', region: ep.region }, value: 42 }]);
   });
 
   it('set() stores an override on the limiter, moves the rate, and audits the change in the fleet log', async () => {

@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { constants, createPublicKey, publicEncrypt, randomBytes } from 'node:crypto';
-import type {
-  KMSClient} from '@aws-sdk/client-kms';
 import {
+  KMSClient,
   CreateAliasCommand,
   CreateKeyCommand,
   DescribeKeyCommand,
@@ -18,7 +17,7 @@ import {
 import type { S3Client } from '@aws-sdk/client-s3';
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { SourceSpec } from '@rekey/core';
-import { uniqueName, type TestSchema } from '@rekey/testing';
+import { awsClientConfig, uniqueName, type TestSchema } from '@rekey/testing';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 import {
   engineMigrations,
@@ -161,6 +160,28 @@ describe('rotation workflow on aws-local, Redis and Postgres (engine in-process)
     expect(types.filter((t) => t === 'rotation.resumed')).toHaveLength(2);
     expect(types.at(-1)).toBe('rotation.completed');
     expect((await engine.audit.verify(report.id)).ok).toBe(true);
+  }, 60_000);
+
+  it('logs alias.updated on resume when a run died between moving the alias and logging it', async () => {
+    const { alias, oldKey, sources } = await arrange('rot-alias-gap', 4);
+    const dying = new KMSClient(awsClientConfig(f.ep));
+    dying.middlewareStack.add(
+      (next, context) => async (args) => {
+        const out = await next(args);
+        if (context.commandName === 'UpdateAliasCommand') throw new Error('killed right after UpdateAlias');
+        return out;
+      },
+      { step: 'initialize', name: 'dieAfterUpdateAlias' },
+    );
+
+    await expect(runRotation(options(alias, sources, { kms: dying }))).rejects.toThrow(/killed right after UpdateAlias/);
+    const report = await runRotation(options(alias, sources));
+
+    const moved = (await engine.audit.read(report.id)).filter((e) => e.type === 'alias.updated');
+    expect(moved.map((e) => e.data)).toEqual([{ alias, from: oldKey, to: report.newKey, recovered: true }]);
+    expect(report.finalized).toBe(true);
+    expect((await engine.audit.verify(report.id)).ok).toBe(true);
+    dying.destroy();
   }, 60_000);
 
   it('logs migration.started on resume when a run died between creating the migration and logging it', async () => {

@@ -309,7 +309,12 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
       );
     } catch (err) {
       // Without the abort, the copied parts stay billed until a lifecycle rule removes them.
-      const abortErr = await s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: item.key, UploadId: uploadId })).then(
+      // Retried like any S3 request, and not cut short by the item's signal (it may be why we are here).
+      const abortErr = await sendS3(
+        () => s3.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: item.key, UploadId: uploadId })),
+        errCtx('AbortMultipartUpload', item, plan, keyArn),
+        new AbortController().signal,
+      ).then(
         () => undefined,
         (e: unknown) => e,
       );
