@@ -14,6 +14,7 @@ import {
   ValidationError,
   checkKeyForMigration,
   isTerminal,
+  canTransition,
   parseMigrationSpec,
   resumeTarget,
   type Migration,
@@ -304,6 +305,11 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     if (!gate.ready && !f.force) {
       const red = gate.conditions.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
       throw new FleetError('gate-not-ready', `the gate of ${id} is not ready: ${red.join('; ')}`);
+    }
+    // Before any key is touched: a migration that can't move to finalized (paused, running, …)
+    // must not have its old keys disabled and then report that it could not finalize.
+    if (!canTransition(m.state, 'finalized', { force: !gate.ready })) {
+      throw new FleetError('invalid-state', `migration ${id} is ${m.state}; finalize needs it ready (or blocked, with --force)${m.state === 'paused' ? ': resume it first' : ''}`);
     }
     if (f.scheduleDeletionDays !== undefined && !(Number.isInteger(f.scheduleDeletionDays) && f.scheduleDeletionDays >= 7 && f.scheduleDeletionDays <= 30)) {
       throw new FleetError('bad-input', `--schedule-deletion-days must be a whole number from 7 to 30, got ${f.scheduleDeletionDays}`);

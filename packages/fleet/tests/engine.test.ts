@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CreateAliasCommand, CreateKeyCommand, DisableKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { CreateAliasCommand, CreateKeyCommand, DescribeKeyCommand, DisableKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import pino from 'pino';
 import { ValidationError } from '@rekey/core';
@@ -181,6 +181,26 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
       expect(c).toMatchObject({ discovered: 350, batchesDone: c.batchesEnqueued, verifyBatchesDone: c.verifyBatchesEnqueued });
       expect(c.batchesEnqueued).toBeGreaterThanOrEqual(3);
     }, 3_600_000);
+  });
+
+  it('finalize of a paused migration is refused before any key is disabled; after resume it finalizes', async () => {
+    const from = await key('finalize-paused-old');
+    const bucket = await bucketWith(3, from);
+    await withFleet(async () => {
+      const m = await engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket }], from: [from], to: newKey }, 'test');
+      expect((await waitFor(m.id, ['ready', 'blocked', 'paused'])).state).toBe('ready');
+      await engine.pause(m.id, 'test', 'change freeze');
+
+      for (const force of [false, true]) {
+        await expect(engine.finalize(m.id, { actor: 'test', force })).rejects.toThrow(`migration ${m.id} is paused; finalize needs it ready (or blocked, with --force): resume it first`);
+      }
+      expect((await kms.send(new DescribeKeyCommand({ KeyId: from }))).KeyMetadata!.KeyState).toBe('Enabled');
+      expect((await engine.audit.read(m.id)).map((e) => e.type)).not.toContain('key.disabled');
+
+      await engine.resume(m.id, 'test');
+      expect((await waitFor(m.id, ['ready', 'blocked'])).state).toBe('ready');
+      expect((await engine.finalize(m.id, { actor: 'test' })).disabled).toEqual([from]);
+    });
   });
 
   it('AccessDenied on the target pauses the migration with that reason, and resume finishes it', async () => {
