@@ -12,6 +12,7 @@ import { loadConfig, type Config, type SourceSpec } from '@rekey/core';
 import {
   connectAuditLog,
   createEngine,
+  engineOptionsFromConfig,
   engineMigrations,
   planRotation,
   rotationReportLines,
@@ -127,13 +128,10 @@ export function registerRotate(program: Command, local: () => boolean): void {
         let audit: AuditLog;
         let waitFor: RotationOptions['waitFor'];
         if (local()) {
-          const engine = await createEngine({
-            redisUrl: config.redis.url,
-            prefix: config.redis.prefix,
-            aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
-            ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
-            actor,
-          });
+          // The same options a coordinator and worker take from this config: budget, AIMD, KMS
+          // concurrency and the gate (quiet window, usage monitoring), so the rotation's gate is
+          // the one the fleet would apply.
+          const engine = await createEngine(engineOptionsFromConfig(config, undefined, actor));
           closers.unshift(() => engine.close());
           migrations = engineMigrations(engine, actor);
           audit = engine.audit;
