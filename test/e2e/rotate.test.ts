@@ -35,7 +35,7 @@ describe('rekey rotate, keys audit and plan as a CLI over the coordinator API (c
   let objects: Map<string, string>;
   let rows: Map<number, string>;
 
-  function cli(args: string[], onStdout?: (chunk: string) => void): { done: Promise<Run>; kill(): void } {
+  function cli(args: string[], onStdout?: (chunk: string) => void, env: NodeJS.ProcessEnv = {}): { done: Promise<Run>; kill(): void } {
     const child = spawn(process.execPath, [cliBin, ...args], {
       env: {
         ...process.env,
@@ -48,6 +48,7 @@ describe('rekey rotate, keys audit and plan as a CLI over the coordinator API (c
         AWS_REGION: 'us-east-1',
         AWS_ACCESS_KEY_ID: TEST_CREDENTIALS.accessKeyId,
         AWS_SECRET_ACCESS_KEY: TEST_CREDENTIALS.secretAccessKey,
+        ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -101,7 +102,7 @@ describe('rekey rotate, keys audit and plan as a CLI over the coordinator API (c
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  it('plan counts the items under the key behind the alias, as seeded', async () => {
+  it('plan counts the items under the key behind the alias, as seeded, taking its KMS probes from the fleet limiter', async () => {
     const r = await cli(['plan', '-f', config, '--all', '--json']).done;
 
     expect(r.code, r.stderr).toBe(0);
@@ -110,6 +111,21 @@ describe('rekey rotate, keys audit and plan as a CLI over the coordinator API (c
       ['docs', 120, 120, { [oldKey]: 120 }],
       ['secrets', 80, 80, { [oldKey]: 80 }],
     ]);
+    // The rows carry no key id: plan probed them with ReEncrypt, as participant 'plan' of the account's limiter.
+    const redis = createTestRedis();
+    try {
+      expect(await redis.hexists(redisKeys(stack.prefix).limiter(oldKey.split(':')[4]!, 'us-east-1'), 'w:plan')).toBe(1);
+    } finally {
+      await redis.quit();
+    }
+  });
+
+  it('plan refuses in one line when the Redis of the fleet budget is unreachable', async () => {
+    const r = await cli(['plan', '-f', config, '--json'], undefined, { REKEY_REDIS_URL: 'redis://127.0.0.1:1' }).done;
+
+    expect(r.code).toBe(1);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^rekey: plan takes its KMS requests from the fleet's budget in Redis, and Redis is not reachable at redis:\/\/127\.0\.0\.1:1: /)]);
   });
 
   it('rotate --dry-run prints the plan and writes nothing', async () => {

@@ -4,11 +4,13 @@
  * same flags as `rekey migrate`. Lists the sources, inspects a sample (or `--all`), and prints
  * items per key, KMS requests, the time at the budget, the request cost and warnings.
  */
+import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { Command } from 'commander';
 import { loadConfig, parseMigrationSpec, type Config, type SourceSpec } from '@rekey/core';
-import { planLines, planMigration, type PlanTarget } from '@rekey/fleet';
-import { createKmsGateway } from '@rekey/kms';
+import { planLines, planMigration, redisKeys, type PlanTarget } from '@rekey/fleet';
+import { createKmsGateway, createRedisLimiter, type KmsGateway, type RedisLimiter } from '@rekey/kms';
+import { Redis } from 'ioredis';
 import { createSource } from '@rekey/sources';
 import pg from 'pg';
 import { stringify } from 'yaml';
@@ -60,6 +62,47 @@ async function inputs(f: PlanFlags): Promise<{ config: Config; plans: Planned[] 
   return { config, plans };
 }
 
+/**
+ * The fleet's KMS limiters, for plan's KMS requests: one per (account, Region) of the target keys,
+ * in the Redis of the config, as the fleet's processes use them. Redis must be reachable: a plan
+ * run beside a live migration would otherwise spend the apps' quota unchecked.
+ */
+async function planBudget(config: Config) {
+  const redis = new Redis(config.redis.url, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 3000, retryStrategy: () => null });
+  redis.on('error', () => undefined); // the failed connect below says it once
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (err) {
+    redis.disconnect();
+    throw new CliError(`plan takes its KMS requests from the fleet's budget in Redis, and Redis is not reachable at ${config.redis.url}: ${(err as Error).message}`);
+  }
+  const keys = redisKeys(config.redis.prefix);
+  const limiters = new Map<string, RedisLimiter>();
+  const gateways = new Map<string, KmsGateway>();
+  const clientConfig = { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) };
+  const client = new KMSClient({ ...clientConfig, maxAttempts: 1 });
+  return {
+    gatewayFor(keyArn: string, fallbackRegion: string): KmsGateway {
+      const [, , , region = fallbackRegion, account = 'default'] = keyArn.split(':');
+      const k = `${account}:${region}`;
+      let g = gateways.get(k);
+      if (!g) {
+        const limiter = createRedisLimiter({ redis, key: keys.limiter(account, region), budget: config.kms.budgetRps!, minRps: config.kms.minRps, aimd: config.kms.aimd });
+        limiters.set(k, limiter);
+        g = createKmsGateway({ client }, { limiter: limiter.forMigration('plan') });
+        gateways.set(k, g);
+      }
+      return g;
+    },
+    async close() {
+      for (const l of limiters.values()) l.close();
+      client.destroy();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}
+
 /** Adds `rekey plan` to the program. */
 export function registerPlan(program: Command): void {
   program
@@ -88,6 +131,7 @@ export function registerPlan(program: Command): void {
       const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(config.aws.endpoint) });
       const kms = createKmsGateway({ clientConfig });
       const pool = new pg.Pool({ connectionString: process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test', max: 4 });
+      const budget = config.kms.budgetRps !== undefined ? await planBudget(config) : undefined;
       try {
         const arn = async (ref: string) => {
           try {
@@ -101,9 +145,12 @@ export function registerPlan(program: Command): void {
           const keys = { from: await Promise.all(p.from.map(arn)), to: await arn(p.to) };
           for (const src of p.sources) targets.push({ spec: src, keys, pageSize: p.batchSize });
         }
+        // Inspecting a blob without a key-id costs ReEncrypt probes: they take tokens from the
+        // fleet's limiter of the target's account, as the participant 'plan', like any migration.
+        const gatewayOf = new Map(targets.map((t) => [t.spec, budget ? budget.gatewayFor(t.keys.to, config.aws.region) : kms]));
         const plan = await planMigration({
           targets,
-          buildSource: (spec) => createSource(spec, { s3, kms, pool }, { pageSize: 1000 }),
+          buildSource: (spec) => createSource(spec, { s3, kms: gatewayOf.get(spec) ?? kms, pool }, { pageSize: 1000 }),
           s3,
           sampleSize: sample,
           all: Boolean(f.all),
@@ -115,6 +162,7 @@ export function registerPlan(program: Command): void {
       } finally {
         s3.destroy();
         kms.destroy();
+        await budget?.close();
         await pool.end();
       }
     });
