@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { connect } from 'node:net';
 import { CreateAliasCommand, CreateKeyCommand, DecryptCommand, DescribeKeyCommand, EncryptCommand, KMSClient, UpdateAliasCommand } from '@aws-sdk/client-kms';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import pino from 'pino';
 import { startAwsLocal } from '@rekey/aws-local';
@@ -88,6 +89,21 @@ export async function runDemo(opts: { items: number; keep: boolean }): Promise<n
     kms.destroy();
     s3.destroy();
     await aws.close();
+    // The run's Redis keys (migration state, queue, audit, limiter) go with its schema and aws-local.
+    const redis = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    redis.on('error', () => undefined);
+    try {
+      let cursor = '0';
+      do {
+        const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (found.length) await redis.unlink(...found);
+      } while (cursor !== '0');
+    } catch {
+      // Redis went away during the demo: nothing more to clean.
+    } finally {
+      redis.disconnect();
+    }
   };
 
   try {
@@ -223,7 +239,7 @@ export async function runDemo(opts: { items: number; keep: boolean }): Promise<n
     console.log(`    done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     if (opts.keep) {
       console.log(`\n--keep: the stack stays up. aws-local: ${aws.url}; Redis prefix: ${prefix}. Try:`);
-      console.log(`    REKEY_REDIS_PREFIX=${prefix} AWS_ENDPOINT_URL=${aws.url} npx rekey --local status ${m.id}`);
+      console.log(`    REKEY_REDIS_PREFIX=${prefix} AWS_ENDPOINT_URL=${aws.url} node packages/cli/dist/bin.js --local status ${m.id}`);
       console.log('Press Ctrl-C to stop.');
       await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()));
     }
