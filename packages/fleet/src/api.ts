@@ -40,7 +40,7 @@ function sendError(reply: FastifyReply, err: unknown): FastifyReply {
   if (err instanceof ValidationError) return reply.code(400).send({ error: 'validation', message: err.message, problems: err.problems });
   if (err instanceof InvalidTransitionError) return reply.code(409).send({ error: 'invalid-transition', message: err.message });
   if (err instanceof FleetError) {
-    const status = err.code === 'not-found' ? 404 : err.code === 'bad-input' ? 400 : err.code === 'redis-unavailable' ? 503 : 409;
+    const status = err.code === 'not-found' ? 404 : err.code === 'bad-input' ? 400 : err.code === 'redis-unavailable' || err.code === 'aws-unavailable' ? 503 : 409;
     return reply.code(status).send({ error: err.code, message: err.message });
   }
   const message = err instanceof Error ? err.message : String(err);

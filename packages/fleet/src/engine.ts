@@ -11,6 +11,8 @@ import { CloudTrailClient } from '@aws-sdk/client-cloudtrail';
 import pg from 'pg';
 import {
   COUNTER_FIELDS,
+  MigrationFatalError,
+  RetryableError,
   ValidationError,
   checkKeyForMigration,
   isTerminal,
@@ -23,7 +25,7 @@ import {
   type Source,
   type SourceSpec,
 } from '@rekey/core';
-import { createInFlightLimit, createKmsGateway, type KmsGateway } from '@rekey/kms';
+import { createInFlightLimit, createKmsGateway, isCredentialError, type KmsGateway } from '@rekey/kms';
 import { createSource } from '@rekey/sources';
 import { canonicalJson, createAuditLog, type AuditLog } from './audit.js';
 import { checkAuditBucket, exportAudit } from './audit-export.js';
@@ -411,6 +413,10 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         try {
           return await kms.describeKey(keyId);
         } catch (err) {
+          // Not a problem with the key named: this process can't reach KMS or has no usable credentials.
+          if (err instanceof RetryableError || (err instanceof MigrationFatalError && isCredentialError(err.code))) {
+            throw new FleetError('aws-unavailable', `${role} key ${keyId}: ${(err as Error).message}`, { cause: err });
+          }
           problems.push(`${role} key ${keyId}: ${(err as Error).message}`);
           return undefined;
         }

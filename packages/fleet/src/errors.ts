@@ -1,6 +1,7 @@
 /** Codes of errors the fleet raises itself. */
 export const FLEET_ERROR_CODES = [
   'redis-unavailable',
+  'aws-unavailable',
   'not-found',
   'invalid-state',
   'gate-not-ready',

@@ -5,7 +5,7 @@ import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client
 import pino from 'pino';
 import { ValidationError } from '@rekey/core';
 import { awsClientConfig, cleanupRedisPrefix, createTestRedis, createTestSchema, redisUrl, uniqueName, uniquePrefix, useAwsLocal, type AwsTestEndpoint, type TestSchema } from '@rekey/testing';
-import { createEngine, type Engine } from '../src/index.js';
+import { createEngine, FleetError, type Engine } from '../src/index.js';
 
 describe('engine: creating migrations, bad input, fatal errors', () => {
   let ep: AwsTestEndpoint;
@@ -92,6 +92,17 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
     const err = await engine.createMigration({ sources: [{ name: 'a', kind: 's3-sse-kms', bucket }], from: ['alias/does-not-exist'], to: newKey }, 'test').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ValidationError);
     expect((err as ValidationError).problems.join('\n')).toMatch(/from key alias\/does-not-exist/);
+  });
+
+  it('KMS failing (not the key) is a 503-class aws-unavailable error, not a problem with the spec', async () => {
+    ep.local!.controls.setFault('kms:DescribeKey', { probability: 1, kind: 'error' });
+    try {
+      const err = await engine.createMigration({ sources: [{ name: 'x', kind: 's3-sse-kms', bucket: 'any' }], from: [oldKey], to: newKey }, 'test').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FleetError);
+      expect(err).toMatchObject({ code: 'aws-unavailable', message: expect.stringMatching(/^to key .*: /) });
+    } finally {
+      ep.local!.controls.setFault('kms:DescribeKey', null);
+    }
   });
 
   it('refuses a disabled target with the reason', async () => {

@@ -80,6 +80,11 @@ const CREDENTIAL_NAMES: ReadonlySet<string> = new Set([
   'CredentialsProviderError',
 ]);
 
+/** True for an error code that means the fleet's AWS credentials are missing, expired or refused. */
+export function isCredentialError(code: string): boolean {
+  return CREDENTIAL_NAMES.has(code);
+}
+
 /** Node/undici socket error codes that mean the request never got a KMS answer. */
 const NETWORK_CODES: ReadonlySet<string> = new Set([
   'ECONNRESET',
@@ -211,6 +216,9 @@ export function classifyKmsError(err: unknown, role: KmsCallRole = { op: 'KMS ca
     }
     const which = role.keyRole === 'target' ? 'the target key' : 'a key';
     return new MigrationFatalError(f.name, `${what}: ${which} cannot be used: ${detail}`, opts);
+  }
+  if (f.name === 'CredentialsProviderError') {
+    return new MigrationFatalError(f.name, `${what}: this process has no AWS credentials (environment, profile or role): ${detail}`, opts);
   }
   if (CREDENTIAL_NAMES.has(f.name)) {
     return new MigrationFatalError(f.name, `${what}: the fleet's AWS credentials were refused: ${detail}`, opts);

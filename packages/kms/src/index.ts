@@ -1,4 +1,4 @@
-export { classifyKmsError, isThrottleError, safeMessage, KmsGatewayError, KMS_GATEWAY_ERROR_CODES } from './errors.js';
+export { classifyKmsError, isCredentialError, isThrottleError, safeMessage, KmsGatewayError, KMS_GATEWAY_ERROR_CODES } from './errors.js';
 export type { ClassifiedKmsError, KeyRole, KmsCallRole, KmsGatewayErrorCode } from './errors.js';
 export { retry, nextDelay, resolveRetryPolicy, DEFAULT_RETRY_POLICY } from './retry.js';
 export type { RetryAttempt, RetryOptions, RetryPolicy } from './retry.js';
