@@ -102,6 +102,11 @@ export class RekeyStack extends Stack {
     // for enumeration and the verify pass.
     const coordinatorKms = ['kms:DescribeKey', 'kms:GetKeyLastUsage', 'kms:DisableKey', ...(props.allowScheduleDeletion ? ['kms:ScheduleKeyDeletion'] : [])];
     this.coordinatorRole.addToPolicy(keyAccess(coordinatorKms, 'KmsGateAndFinalize'));
+    // Finalize tags the key it disabled `rekey:disabled-by` (for `rekey keys audit`); only that tag
+    // key may be written, so the role can't change the tag its own key access depends on.
+    const tagDisabled = keyAccess(['kms:TagResource'], 'KmsTagDisabled');
+    tagDisabled.addCondition('ForAllValues:StringEquals', { 'aws:TagKeys': ['rekey:disabled-by'] });
+    this.coordinatorRole.addToPolicy(tagDisabled);
     // LookupEvents has no resource-level permissions.
     this.coordinatorRole.addToPolicy(new iam.PolicyStatement({ sid: 'CloudTrailLookup', actions: ['cloudtrail:LookupEvents'], resources: ['*'] }));
     if (bucketArns.length > 0) {

@@ -53,6 +53,8 @@ describe('RekeyStack: least-privilege roles for the coordinator and the workers'
 
     expect(kms(plain).sort()).toEqual(['kms:DescribeKey', 'kms:DisableKey', 'kms:GetKeyLastUsage']);
     expect(kms(allowed)).toContain('kms:ScheduleKeyDeletion');
+    // TagResource only for the rekey:disabled-by tag key.
+    expect(plain.find((s) => s.Sid === 'KmsTagDisabled')).toMatchObject({ Action: 'kms:TagResource', Condition: { 'ForAllValues:StringEquals': { 'aws:TagKeys': ['rekey:disabled-by'] } } });
     expect(plain.find((s) => s.Sid === 'CloudTrailLookup')).toMatchObject({ Action: 'cloudtrail:LookupEvents', Resource: '*' });
     expect(plain.find((s) => s.Sid === 'S3List')!.Resource).toHaveLength(2);
     expect(plain.flatMap(actionsOf)).not.toContain('kms:ReEncryptFrom');

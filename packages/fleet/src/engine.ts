@@ -5,7 +5,7 @@ import pino, { type Logger } from 'pino';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { S3Client } from '@aws-sdk/client-s3';
-import { KMSClient, DisableKeyCommand, ScheduleKeyDeletionCommand } from '@aws-sdk/client-kms';
+import { KMSClient, DisableKeyCommand, ScheduleKeyDeletionCommand, TagResourceCommand } from '@aws-sdk/client-kms';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { CloudTrailClient } from '@aws-sdk/client-cloudtrail';
 import pg from 'pg';
@@ -26,6 +26,7 @@ import {
   type SourceSpec,
 } from '@rekey/core';
 import { createInFlightLimit, createKmsGateway, isCredentialError, type KmsGateway } from '@rekey/kms';
+import { DISABLED_BY_TAG } from './keys-audit.js';
 import { createSource } from '@rekey/sources';
 import { canonicalJson, createAuditLog, type AuditLog } from './audit.js';
 import { checkAuditBucket, exportAudit } from './audit-export.js';
@@ -332,7 +333,13 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         }
         await controlKms.send(new DisableKeyCommand({ KeyId: key }));
         disabled.push(key);
-        await audit.append(id, { actor: f.actor, type: 'key.disabled', data: { key, forced: !gate.ready, gate: gate.conditions } });
+        // The tag tells `rekey keys audit` that the key's last use was this migration's own, checked
+        // by the gate, so it does not flag the key as disabled-but-used. Best effort: a role without
+        // kms:TagResource still finalizes, and the audit entry says the tag is missing.
+        const tagged = await controlKms
+          .send(new TagResourceCommand({ KeyId: key, Tags: [{ TagKey: DISABLED_BY_TAG, TagValue: id }] }))
+          .then(() => true, (err: unknown) => `${(err as Error).name}: ${(err as Error).message}`);
+        await audit.append(id, { actor: f.actor, type: 'key.disabled', data: { key, forced: !gate.ready, gate: gate.conditions, ...(tagged === true ? { tag: DISABLED_BY_TAG } : { tagFailed: tagged }) } });
         if (f.scheduleDeletionDays !== undefined) {
           const r = await controlKms.send(new ScheduleKeyDeletionCommand({ KeyId: key, PendingWindowInDays: f.scheduleDeletionDays }));
           scheduled.push(key);

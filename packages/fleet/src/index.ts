@@ -32,7 +32,7 @@ export { createItemProcessor } from './item-processor.js';
 export type { ItemProcessorDeps } from './item-processor.js';
 export { runRotation, planRotation, engineMigrations, settledForRotation, connectAuditLog, importInstructions, rotationId, rotationMigrationId, rotationReportLines, REPLACES_TAG, ROTATION_TAG, ROTATION_STEPS } from './rotation.js';
 export type { RotationOptions, RotationMigrations, RotationPlan, RotationReport, RotationStep } from './rotation.js';
-export { auditKeys, keyAuditCsv, keyAuditTable, KEYS_AUDIT_ID, KEY_AUDIT_FLAGS } from './keys-audit.js';
+export { auditKeys, keyAuditCsv, keyAuditTable, DISABLED_BY_TAG, KEYS_AUDIT_ID, KEY_AUDIT_FLAGS } from './keys-audit.js';
 export type { KeyAuditOptions, KeyAuditResult, KeyAuditRow, KeyAuditFlag, KeyAuditFlagCode } from './keys-audit.js';
 export { planMigration, planLines } from './plan.js';
 export type { PlanOptions, PlanTarget, PlanPrices, PlanRequests, SourcePlan, MigrationPlan } from './plan.js';

@@ -12,6 +12,7 @@ import {
   ListAliasesCommand,
   ListKeyRotationsCommand,
   ListKeysCommand,
+  ListResourceTagsCommand,
   type KMSClient,
   type KeyMetadata,
 } from '@aws-sdk/client-kms';
@@ -30,6 +31,13 @@ export const KEY_AUDIT_FLAGS = [
   'disabled-but-used',
   'pending-deletion-but-used',
 ] as const;
+
+/**
+ * Tag Rekey's finalize puts on a key it disabled (value: the migration id). The key's last use was
+ * that migration's, after its gate saw no other caller for the quiet window, so a recent use of
+ * such a key is not a finding.
+ */
+export const DISABLED_BY_TAG = 'rekey:disabled-by';
 
 /** One kind of finding. */
 export type KeyAuditFlagCode = (typeof KEY_AUDIT_FLAGS)[number];
@@ -56,6 +64,8 @@ export interface KeyAuditRow {
   readonly rotation: { readonly enabled: boolean | null; readonly periodDays: number | null; readonly nextRotation: string | null };
   readonly lastRotation: { readonly date: string | null; readonly type: string | null };
   readonly lastUse: { readonly at: string | null; readonly operation: string | null };
+  /** The Rekey migration that disabled the key (its `rekey:disabled-by` tag), if any. */
+  readonly disabledBy: string | null;
   readonly flags: readonly KeyAuditFlag[];
   /** Calls that failed for this key (e.g. AccessDenied), so a blank field is explained. */
   readonly errors: readonly string[];
@@ -201,10 +211,19 @@ async function inspectKey(kms: KMSClient, meta: KeyMetadata, aliases: readonly s
   }
   const usedAt = lastUse.at ? new Date(lastUse.at) : undefined;
   const recent = usedAt !== undefined && now.getTime() - usedAt.getTime() <= p.recentDays * DAY;
-  if (recent && state === 'Disabled') {
+  let disabledBy: string | null = null;
+  if (recent && (state === 'Disabled' || state === 'PendingDeletion')) {
+    try {
+      const tags = await kms.send(new ListResourceTagsCommand({ KeyId: arn }));
+      disabledBy = tags.Tags?.find((t) => t.TagKey === DISABLED_BY_TAG)?.TagValue ?? null;
+    } catch (err) {
+      errors.push(errText('ListResourceTags', err));
+    }
+  }
+  if (recent && state === 'Disabled' && disabledBy === null) {
     flags.push({ code: 'disabled-but-used', detail: `disabled, but used (${lastUse.operation}) on ${lastUse.at}, within ${p.recentDays} days; something may still depend on it` });
   }
-  if (recent && state === 'PendingDeletion') {
+  if (recent && state === 'PendingDeletion' && disabledBy === null) {
     flags.push({
       code: 'pending-deletion-but-used',
       detail: `pending deletion${meta.DeletionDate ? ` on ${meta.DeletionDate.toISOString().slice(0, 10)}` : ''}, but used (${lastUse.operation}) on ${lastUse.at}; cancel the deletion unless that use is gone`,
@@ -224,6 +243,7 @@ async function inspectKey(kms: KMSClient, meta: KeyMetadata, aliases: readonly s
     rotation,
     lastRotation: { date: iso(last.date), type: last.type },
     lastUse,
+    disabledBy,
     flags,
     errors,
   };
@@ -297,6 +317,7 @@ function unreadable(arn: string, error: string): KeyAuditRow {
     rotation: { enabled: null, periodDays: null, nextRotation: null },
     lastRotation: { date: null, type: null },
     lastUse: { at: null, operation: null },
+    disabledBy: null,
     flags: [],
     errors: [error],
   };

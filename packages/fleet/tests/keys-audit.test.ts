@@ -12,11 +12,12 @@ import {
   KMSClient,
   RotateKeyOnDemandCommand,
   ScheduleKeyDeletionCommand,
+  TagResourceCommand,
   type CreateKeyCommandInput,
 } from '@aws-sdk/client-kms';
 import type { Redis } from 'ioredis';
 import { awsClientConfig, cleanupRedisPrefix, createTestRedis, uniquePrefix, useAwsLocal, type AwsTestEndpoint } from '@rekey/testing';
-import { auditKeys, createAuditLog, keyAuditCsv, keyAuditTable, redisKeys, KEYS_AUDIT_ID, type KeyAuditResult } from '../src/index.js';
+import { auditKeys, createAuditLog, keyAuditCsv, keyAuditTable, redisKeys, DISABLED_BY_TAG, KEYS_AUDIT_ID, type KeyAuditResult } from '../src/index.js';
 
 const DAY = 86_400_000;
 
@@ -52,6 +53,11 @@ describe('keys audit on purpose-built keys (aws-local)', () => {
     await kms.send(new EnableKeyRotationCommand({ KeyId: k['disabled'] }));
     await kms.send(new EncryptCommand({ KeyId: k['disabled'], Plaintext: Buffer.from('x') }));
     await kms.send(new DisableKeyCommand({ KeyId: k['disabled'] }));
+    k['retired'] = await create({ Description: 'disabled by a Rekey migration after its last use' });
+    await kms.send(new EnableKeyRotationCommand({ KeyId: k['retired'] }));
+    await kms.send(new EncryptCommand({ KeyId: k['retired'], Plaintext: Buffer.from('x') }));
+    await kms.send(new DisableKeyCommand({ KeyId: k['retired'] }));
+    await kms.send(new TagResourceCommand({ KeyId: k['retired'], Tags: [{ TagKey: DISABLED_BY_TAG, TagValue: 'm-retired' }] }));
     k['doomed'] = await create({ Description: 'pending deletion but used' });
     await kms.send(new EncryptCommand({ KeyId: k['doomed'], Plaintext: Buffer.from('x') }));
     await kms.send(new ScheduleKeyDeletionCommand({ KeyId: k['doomed'], PendingWindowInDays: 7 }));
@@ -124,6 +130,10 @@ describe('keys audit on purpose-built keys (aws-local)', () => {
 
     expect(flags(r, k['disabled']!)).toEqual(['disabled-but-used']);
     expect(flags(r, k['doomed']!)).toEqual(['pending-deletion-but-used']);
+    // A key Rekey disabled: its last use was the migration's own, and the row says which migration.
+    expect(flags(r, k['retired']!)).toEqual([]);
+    expect(r.rows.find((x) => x.arn === k['retired'])!.disabledBy).toBe('m-retired');
+    expect(r.rows.find((x) => x.arn === k['disabled'])!.disabledBy).toBeNull();
     const later = await auditKeys({ kms, recentDays: 30, now: new Date(Date.now() + 31 * DAY) });
     expect(flags(later, k['disabled']!)).toEqual([]);
     expect(flags(later, k['doomed']!)).toEqual([]);
