@@ -99,6 +99,8 @@ export const ConfigFileSchema = z.strictObject({
         .describe('KMS calls in flight per process, shared by all batches and migrations (env REKEY_WORKER_KMS_CONCURRENCY).'),
       /** Port of the worker's /metrics endpoint (none when absent). Env: `REKEY_METRICS_PORT`. */
       metricsPort: PortSchema.optional().describe('Port of the worker /metrics endpoint (env REKEY_METRICS_PORT).'),
+      /** Address the worker's /metrics endpoint binds (`0.0.0.0` for a scraper in another pod). Env: `REKEY_METRICS_HOST`. @defaultValue '127.0.0.1' */
+      metricsHost: z.string().min(1).default('127.0.0.1').describe('Address the worker /metrics endpoint binds (env REKEY_METRICS_HOST).'),
     })
     .prefault({}),
   gate: z
@@ -252,6 +254,7 @@ function mergeEnv(file: Json, env: LoadConfigInput['env'], problems: string[]): 
   set('worker', 'concurrency', num('REKEY_WORKER_CONCURRENCY'));
   set('worker', 'kmsConcurrency', num('REKEY_WORKER_KMS_CONCURRENCY'));
   set('worker', 'metricsPort', num('REKEY_METRICS_PORT'));
+  set('worker', 'metricsHost', get('REKEY_METRICS_HOST'));
   const monitor = get('REKEY_MONITOR_USAGE');
   if (monitor !== undefined) {
     if (/^(true|1|yes|on)$/i.test(monitor)) set('gate', 'monitorUsage', true);

@@ -12,7 +12,7 @@ async function main(): Promise<void> {
   const config = await loadProcessConfig('worker');
   const engine = await createEngine(engineOptionsFromConfig(config, logger, `worker:${process.pid}`));
   const worker = engine.startWorker({ concurrency: config.worker.concurrency });
-  const metricsServer = config.worker.metricsPort !== undefined ? await startMetricsServer({ metrics: engine.metrics, port: config.worker.metricsPort }) : undefined;
+  const metricsServer = config.worker.metricsPort !== undefined ? await startMetricsServer({ metrics: engine.metrics, port: config.worker.metricsPort, host: config.worker.metricsHost }) : undefined;
   logger.info({ concurrency: config.worker.concurrency, metricsPort: metricsServer?.port }, 'worker started');
 
   closeOnSignals(logger, 'worker stopping: returning its batches to the queue', async () => {
