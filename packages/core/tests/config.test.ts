@@ -22,9 +22,15 @@ describe('loadConfig', () => {
       aws: { region: 'us-east-1' },
       kms: { minRps: 1, aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 }, budget: 100, budgetRps: 100 },
       api: { host: '127.0.0.1', port: 8080 },
-      worker: { concurrency: 2, kmsConcurrency: 16 },
+      worker: { concurrency: 2, kmsConcurrency: 16, metricsHost: '127.0.0.1' },
       gate: { monitorUsage: true, monitorIntervalSeconds: 60 },
     });
+  });
+
+  it('reads the worker metrics endpoint from REKEY_METRICS_PORT and REKEY_METRICS_HOST', () => {
+    const config = loadConfig({ env: { REKEY_METRICS_PORT: '9464', REKEY_METRICS_HOST: '0.0.0.0' } });
+
+    expect(config.worker).toMatchObject({ metricsPort: 9464, metricsHost: '0.0.0.0' });
   });
 
   it('reads the gate settings from REKEY_MONITOR_USAGE and REKEY_GATE_* variables', () => {
