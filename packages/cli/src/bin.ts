@@ -11,14 +11,14 @@ import { buildProgram } from './program.js';
  */
 async function main(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
+  // Every command throws its usage errors (already printed as one line) instead of exiting.
   const program: Command = buildProgram();
-  program.exitOverride();
-  program.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
   } catch (err) {
     if (err instanceof CommanderError) {
+      // --help, --version, and the help of bare `rekey` (or `rekey keys`) on stdout.
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
       return EXIT.usage;
     }

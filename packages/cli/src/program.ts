@@ -1,8 +1,9 @@
 import { Command, Option } from 'commander';
-import { loadConfig } from '@rekey/core';
 import { readFile } from 'node:fs/promises';
-import { auditJsonl, createEngine, engineOptionsFromConfig, failuresCsv, parseAuditJsonl, verifyAuditChain } from '@rekey/fleet';
+import { createRequire } from 'node:module';
+import { auditJsonl, failuresCsv, parseAuditJsonl, verifyAuditChain } from '@rekey/fleet';
 import { engineClient, httpClient, type RekeyClient } from './client.js';
+import { cliActor, loadCliConfig, localEngine } from './config.js';
 import { CliError, EXIT } from './errors.js';
 import { specFromFlags, type MigrateFlags } from './spec-input.js';
 import { statusLines, watchStatus } from './render.js';
@@ -21,12 +22,14 @@ interface GlobalOpts {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-/** Builds a client: the coordinator API by default, or an engine on Redis directly with --local. */
+/** The version of this package, for `rekey --version`. */
+export const VERSION: string = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+
+/** Builds a client: the coordinator API by default, or an engine on Redis directly with --local (config from --config or REKEY_CONFIG). */
 export async function clientFor(g: GlobalOpts): Promise<RekeyClient> {
   if (g.local) {
-    const config = loadConfig({ env: process.env, role: 'cli' });
-    const engine = await createEngine(engineOptionsFromConfig(config, undefined, `cli:${process.env['USER'] ?? 'local'}`));
-    return engineClient(engine, `cli:${process.env['USER'] ?? 'local'}`);
+    const engine = await localEngine(await loadCliConfig(g.config), cliActor());
+    return engineClient(engine, cliActor());
   }
   const url = process.env['REKEY_API_URL'] ?? 'http://127.0.0.1:8080';
   const token = process.env['REKEY_API_TOKEN'];
@@ -46,9 +49,10 @@ async function withClient<T>(g: GlobalOpts, fn: (c: RekeyClient) => Promise<T>):
 export function buildProgram(): Command {
   const program = new Command('rekey')
     .description('Re-encrypt data after AWS KMS key rotations, prove nothing is left, then disable the old key.')
+    .version(VERSION, '-V, --version', 'print the version of rekey')
     .option('--local', 'work on Redis directly instead of through the coordinator API')
-    .option('--debug', 'print stack traces')
-    .showHelpAfterError();
+    .option('--config <path>', 'with --local: rekey.yaml with redis, aws and kms settings (default: $REKEY_CONFIG)')
+    .option('--debug', 'print stack traces');
   const g = () => program.opts<GlobalOpts>();
 
   program
@@ -67,19 +71,24 @@ export function buildProgram(): Command {
     .option('--auto-finalize', 'disable the old keys as soon as the gate is ready')
     .option('--watch', 'follow progress until the migration settles')
     .option('--workers <n>', 'with --local: batches processed in parallel in this process', '2')
-    .action(async (f: MigrateFlags & { watch?: boolean; workers: string }) => {
+    .action(async (f: MigrateFlags & { watch?: boolean; workers: string }, cmd: Command) => {
+      const workers = Number(f.workers);
+      if (!/^\d+$/.test(f.workers.trim()) || workers < 1 || workers > 64) throw new CliError(`--workers must be a whole number from 1 to 64, got "${f.workers}"`, EXIT.usage);
+      if (!g().local && cmd.getOptionValueSource('workers') === 'cli') throw new CliError('--workers needs --local (the coordinator\'s workers do the work otherwise)', EXIT.usage);
       const spec = await specFromFlags(f);
       if (g().local) {
-        const config = loadConfig({ env: process.env, role: 'cli' });
-        const engine = await createEngine(engineOptionsFromConfig(config, undefined, `cli:${process.env['USER'] ?? 'local'}`));
-        const client = engineClient(engine, `cli:${process.env['USER'] ?? 'local'}`);
+        const config = await loadCliConfig(g().config);
+        const engine = await localEngine(config, cliActor());
+        const client = engineClient(engine, cliActor());
         const coordinator = engine.startCoordinator({ tickMs: 250 });
-        const worker = engine.startWorker({ concurrency: Number(f.workers) || 2 });
+        const worker = engine.startWorker({ concurrency: workers });
         try {
           const m = await client.create(spec);
           console.log(`migration ${m.id} created: ${m.keys.from.join(', ')} -> ${m.keys.to}`);
-          const st = await watchStatus(client, m.id, { tty: Boolean(process.stdout.isTTY) });
-          for (const l of statusLines(st)) console.log(l);
+          const tty = Boolean(process.stdout.isTTY);
+          const st = await watchStatus(client, m.id, { tty });
+          // Off a terminal, watchStatus has printed the last status as plain lines already.
+          if (tty) for (const l of statusLines(st)) console.log(l);
           process.exitCode = st.migration.state === 'ready' || st.migration.state === 'finalized' ? EXIT.ok : EXIT.failure;
         } finally {
           await worker.close();
@@ -144,17 +153,19 @@ export function buildProgram(): Command {
     .description('failed items with reasons')
     .addOption(new Option('--format <f>', 'output format').choices(['table', 'csv', 'json']).default('table'))
     .option('--limit <n>', 'at most this many', '1000')
-    .action((id: string, o: { format: string; limit: string }) =>
-      withClient(g(), async (c) => {
-        const fs = await c.failures(id, Number(o.limit));
+    .action((id: string, o: { format: string; limit: string }) => {
+      const limit = Number(o.limit);
+      if (!/^\d+$/.test(o.limit.trim()) || limit < 1 || limit > 100_000) throw new CliError(`--limit must be a whole number from 1 to 100000, got "${o.limit}"`, EXIT.usage);
+      return withClient(g(), async (c) => {
+        const fs = await c.failures(id, limit);
         if (o.format === 'json') console.log(JSON.stringify(fs, null, 2));
         else if (o.format === 'csv') process.stdout.write(failuresCsv(fs));
         else {
           if (fs.length === 0) console.log('no failures');
           for (const f of fs) console.log(`${f.id}\t${f.source}\t${f.code}\t${f.reason}\t${f.item}${f.acked ? `\tacked: ${f.acked}` : ''}`);
         }
-      }),
-    );
+      });
+    });
 
   program
     .command('ack <id>')
@@ -246,9 +257,73 @@ export function buildProgram(): Command {
       process.exitCode = await runDemo({ items: n, keep: Boolean(o.keep) });
     });
 
-  registerBudgetCommand(program, () => Boolean(g().local));
+  registerBudgetCommand(program, g);
   registerRotate(program, () => Boolean(g().local));
   registerKeysAudit(program);
   registerPlan(program);
+
+  // Commander's built-in `help <command>` answers an unknown command with the program's help and
+  // exit 0; this one reports it as a usage error, and takes a path (`rekey help keys audit`).
+  program.helpCommand(false);
+  program
+    .command('help [command...]')
+    .description('display help for a command')
+    .action((names: string[]) => {
+      let cmd: Command = program;
+      for (const n of names) {
+        const sub = cmd.commands.find((c) => c.name() === n || c.aliases().includes(n));
+        if (!sub) cmd.error(`error: unknown command '${names.join(' ')}'`, { code: 'commander.unknownCommand', exitCode: EXIT.usage });
+        cmd = sub;
+      }
+      cmd.help();
+    });
+
+  // --config is read where an engine runs on Redis directly; anywhere else it would be ignored.
+  program.hook('preAction', (_root, action) => {
+    const { local, config } = g();
+    const name = commandPath(action).slice('rekey '.length);
+    if (config === undefined || name === 'help') return;
+    if (NO_CONFIG[name]) throw new CliError(`--config: rekey ${name} ${NO_CONFIG[name]}`, EXIT.usage);
+    if (!local) throw new CliError('--config needs --local (through the API, the coordinator uses its own config)', EXIT.usage);
+  });
+  configureUsageErrors(program);
   return program;
+}
+
+/** Commands that do not read `--config`, and what they read instead. */
+const NO_CONFIG: Record<string, string> = {
+  rotate: 'reads its config from -f (default rekey.yaml), not --config',
+  plan: 'reads a config or spec file from -f, not --config',
+  demo: 'starts its own stack and reads no config',
+  'keys audit': 'reads its settings from the environment, not --config',
+};
+
+/** `rekey list`, `rekey keys audit`: the command as a user types it. */
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/**
+ * Usage errors of the program and every subcommand: one line on stderr naming the command's help
+ * (`rekey: error: unknown option '--bogus' (see rekey list --help)`), no usage text, and thrown
+ * as a CommanderError for bin.ts to turn into exit code 2. Applied to every command once all are
+ * added (commander copies settings only to subcommands created after them), wherever a command
+ * was registered.
+ *
+ * Commander writes errors through outputError and, otherwise, uses writeErr only for the help it
+ * shows when a command that needs a subcommand gets none (bare `rekey`, `rekey keys`): that help
+ * goes to stdout like `rekey --help`, and bin.ts exits 0 for it.
+ */
+export function configureUsageErrors(cmd: Command): void {
+  const path = commandPath(cmd);
+  cmd.exitOverride();
+  cmd.showHelpAfterError(false);
+  cmd.configureOutput({
+    writeOut: (s) => process.stdout.write(s),
+    writeErr: (s) => process.stdout.write(s),
+    outputError: (s) => process.stderr.write(`rekey: ${s.trim().replace(/\s*\n\s*/g, ' ')} (see ${path} --help)\n`),
+  });
+  for (const sub of cmd.commands) configureUsageErrors(sub);
 }

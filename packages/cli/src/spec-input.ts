@@ -87,7 +87,8 @@ export async function readYamlFile(path: string): Promise<unknown> {
 
 /**
  * Builds the migration spec input from `-f rekey.yaml` (a spec, or a file with `migrations:`
- * holding one) and/or flags; flags override the file. Validation happens in core.
+ * holding one) and/or flags; flags override the file. A missing `--source`, `--from` or `--to`
+ * is named here, as a flag; everything else is validated in core.
  */
 export async function specFromFlags(f: MigrateFlags): Promise<unknown> {
   let base: Record<string, unknown> = {};
@@ -117,5 +118,18 @@ export async function specFromFlags(f: MigrateFlags): Promise<unknown> {
   if (f.from?.length) spec['from'] = f.from;
   if (f.to) spec['to'] = f.to;
   if (f.source?.length) spec['sources'] = f.source.map((s, i) => parseSourceFlag(s, i, f));
+  const missing = (
+    [
+      ['sources', '--source'],
+      ['from', '--from'],
+      ['to', '--to'],
+    ] as const
+  )
+    .filter(([field]) => spec[field] === undefined || spec[field] === null)
+    .map(([, flag]) => flag);
+  if (missing.length > 0) {
+    const list = missing.length === 1 ? missing[0] : `${missing.slice(0, -1).join(', ')} and ${missing.at(-1)}`;
+    throw new CliError(`missing ${list}${f.file ? ` (${f.file} does not set ${missing.map((m) => m.slice(2).replace('source', 'sources')).join(', ')} either)` : ' (or give -f with a migration spec)'}`, EXIT.usage);
+  }
   return spec;
 }

@@ -4,8 +4,9 @@
  * A change is written to the `fleet` audit log either way.
  */
 import type { Command } from 'commander';
-import { loadConfig } from '@rekey/core';
-import { activeAccounts, createEngine, type BudgetState } from '@rekey/fleet';
+import { activeAccounts, type BudgetState } from '@rekey/fleet';
+import { coordinatorCall } from '../client.js';
+import { cliActor, loadCliConfig, localEngine } from '../config.js';
 import { CliError, EXIT } from '../errors.js';
 
 /** Lines that show a budget state, one per limiter. */
@@ -37,43 +38,13 @@ async function viaApi(value: number | string | undefined): Promise<BudgetState> 
   const base = (process.env['REKEY_API_URL'] ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
   const token = process.env['REKEY_API_TOKEN'];
   if (!token) throw new CliError('REKEY_API_TOKEN is not set (the coordinator API needs it), or use --local to work on Redis directly', EXIT.usage);
-  let res: Response;
-  try {
-    res = await fetch(`${base}/budget`, {
-      method: value === undefined ? 'GET' : 'POST',
-      headers: { authorization: `Bearer ${token}`, ...(value !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(value !== undefined ? { body: JSON.stringify({ budget: value }) } : {}),
-    });
-  } catch (err) {
-    throw new CliError(`cannot reach the coordinator at ${base}: ${(err as Error).message} (set REKEY_API_URL, or use --local)`);
-  }
-  const text = await res.text();
-  let data: unknown;
-  try {
-    data = text ? JSON.parse(text) : {};
-  } catch {
-    throw new CliError(`coordinator answered ${res.status} with a body that is not JSON`);
-  }
-  if (!res.ok) {
-    const d = data as { message?: string };
-    throw new CliError(d.message ?? `coordinator answered ${res.status}`, res.status === 400 ? EXIT.usage : EXIT.failure);
-  }
-  if (!data || typeof data !== 'object' || !Array.isArray((data as { limiters?: unknown }).limiters)) {
-    throw new CliError('coordinator answered /budget without a budget state');
-  }
-  return data as BudgetState;
+  return coordinatorCall<BudgetState>(base, token, value === undefined ? 'GET' : 'POST', '/budget', value === undefined ? undefined : { budget: value }, (d) =>
+    Array.isArray(d['limiters']),
+  );
 }
 
-async function viaRedis(value: number | string | undefined, actor: string): Promise<BudgetState> {
-  const config = loadConfig({ env: process.env, role: 'cli' });
-  const engine = await createEngine({
-    redisUrl: config.redis.url,
-    prefix: config.redis.prefix,
-    aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
-    kmsBudgetRps: config.kms.budgetRps,
-    ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
-    actor,
-  });
+async function viaRedis(value: number | string | undefined, actor: string, configFlag: string | undefined): Promise<BudgetState> {
+  const engine = await localEngine(await loadCliConfig(configFlag), actor);
   try {
     const budget = engine.budget;
     if (!budget) throw new CliError('no KMS budget is configured (kms.budget)');
@@ -84,15 +55,15 @@ async function viaRedis(value: number | string | undefined, actor: string): Prom
   }
 }
 
-/** Adds `rekey budget` to the program; `local()` tells whether `--local` was given. */
-export function registerBudgetCommand(program: Command, local: () => boolean): void {
+/** Adds `rekey budget` to the program; `globals()` are the program's `--local` and `--config`. */
+export function registerBudgetCommand(program: Command, globals: () => { local?: boolean; config?: string }): void {
   program
     .command('budget [value]')
     .description('show the fleet KMS budget, or change it while migrations run: an rps, a % of kms.quotaRps, or "default"')
     .action(async (value: string | undefined) => {
       const arg = value === undefined ? undefined : budgetArgument(value);
-      const actor = `cli:${process.env['USER'] ?? 'local'}`;
-      const st = local() ? await viaRedis(arg, actor) : await viaApi(arg);
+      const g = globals();
+      const st = g.local ? await viaRedis(arg, cliActor(), g.config) : await viaApi(arg);
       if (arg !== undefined) console.log(`budget ${arg === 'default' ? 'reset to the configured value' : `set to ${arg}`}`);
       for (const l of budgetLines(st)) console.log(l);
     });
