@@ -109,11 +109,11 @@ export function engineClient(engine: Engine, actor: string, onClose: () => Promi
         case 'pause':
           return engine.pause(id, actor, reason);
         case 'resume':
-          return engine.resume(id, actor);
+          return engine.resume(id, actor, reason);
         case 'cancel':
           return engine.cancel(id, actor, reason);
         case 'verify':
-          return engine.verify(id, actor);
+          return engine.verify(id, actor, reason);
       }
     },
     finalize: (id, o) => engine.finalize(id, { actor, ...o }),

@@ -110,9 +110,9 @@ export async function buildApi(engine: Engine, opts: ApiOptions): Promise<Fastif
   app.get('/migrations/:id/status', withId(async (req) => engine.status(req.params.id)));
   app.get('/migrations/:id/gate', withId(async (req) => engine.gate(req.params.id)));
   app.post('/migrations/:id/pause', withId(async (req) => engine.pause(req.params.id, actorOf(req), optionalString(bodyObject(req.body), 'reason'))));
-  app.post('/migrations/:id/resume', withId(async (req) => engine.resume(req.params.id, actorOf(req))));
+  app.post('/migrations/:id/resume', withId(async (req) => engine.resume(req.params.id, actorOf(req), optionalString(bodyObject(req.body), 'reason'))));
   app.post('/migrations/:id/cancel', withId(async (req) => engine.cancel(req.params.id, actorOf(req), optionalString(bodyObject(req.body), 'reason'))));
-  app.post('/migrations/:id/verify', withId(async (req) => engine.verify(req.params.id, actorOf(req))));
+  app.post('/migrations/:id/verify', withId(async (req) => engine.verify(req.params.id, actorOf(req), optionalString(bodyObject(req.body), 'reason'))));
   app.post('/migrations/:id/finalize', withId(async (req) => {
     const b = bodyObject(req.body);
     const force = b['force'];

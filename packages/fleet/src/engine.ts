@@ -127,10 +127,12 @@ export interface Engine {
   status(id: string): Promise<MigrationStatus>;
   gate(id: string): Promise<GateResult>;
   pause(id: string, actor: string, reason?: string): Promise<Migration>;
-  resume(id: string, actor: string): Promise<Migration>;
+  /** Resumes a paused migration; `reason` goes into the audit entry of the state change. */
+  resume(id: string, actor: string, reason?: string): Promise<Migration>;
   cancel(id: string, actor: string, reason?: string): Promise<Migration>;
   /** Runs the read-only verify pass again. */
-  verify(id: string, actor: string): Promise<Migration>;
+  /** Runs the verify pass again; `reason` goes into the audit log. */
+  verify(id: string, actor: string, reason?: string): Promise<Migration>;
   finalize(id: string, opts: FinalizeOptions): Promise<FinalizeResult>;
   failures(id: string, limit?: number): Promise<FailureRecord[]>;
   ack(id: string, which: { all: true } | { ids: readonly string[] }, reason: string, actor: string): Promise<number>;
@@ -496,10 +498,10 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       return store.transition(id, 'paused', { actor: who, reason: reason ?? 'paused by operator' });
     },
 
-    async resume(id, who) {
+    async resume(id, who, reason) {
       const m = await must(id);
       if (m.state !== 'paused') throw new FleetError('invalid-state', `migration ${id} is ${m.state}, not paused`);
-      return store.transition(id, resumeTarget(m.pausedFrom ?? 'enumerating'), { actor: who });
+      return store.transition(id, resumeTarget(m.pausedFrom ?? 'enumerating'), { actor: who, ...(reason ? { reason } : {}) });
     },
 
     async cancel(id, who, reason) {
@@ -508,7 +510,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       return store.transition(id, 'cancelled', { actor: who, reason: reason ?? 'cancelled by operator' });
     },
 
-    async verify(id, who) {
+    async verify(id, who, reason) {
       const m = await must(id);
       if (!['ready', 'blocked', 'verifying'].includes(m.state)) {
         throw new FleetError('invalid-state', `migration ${id} is ${m.state}; verify runs once every batch is done (ready, blocked or verifying)`);
@@ -516,10 +518,12 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       await resetVerify(m);
       const patch = { verifyRound: (m.verifyRound ?? 1) + 1, verifyStartedAt: new Date().toISOString(), verifyEnumeratedAt: undefined, verifiedAt: undefined };
       if (m.state === 'verifying') {
+        // No state change to audit: the restart of the pass is its own entry.
         await store.patch(id, patch);
+        await audit.append(id, { actor: who, type: 'verify.restarted', data: { round: patch.verifyRound, ...(reason ? { reason } : {}) } });
         return must(id);
       }
-      return store.transition(id, 'verifying', { actor: who, patch });
+      return store.transition(id, 'verifying', { actor: who, patch, ...(reason ? { reason } : {}) });
     },
 
     finalize,

@@ -194,7 +194,7 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
     }, 3_600_000);
   });
 
-  it('finalize of a paused migration is refused before any key is disabled; after resume it finalizes', async () => {
+  it('finalize of a paused migration is refused before any key is disabled; resume and verify keep their reasons in the audit log; then it finalizes', async () => {
     const from = await key('finalize-paused-old');
     const bucket = await bucketWith(3, from);
     await withFleet(async () => {
@@ -208,8 +208,12 @@ describe('engine: creating migrations, bad input, fatal errors', () => {
       expect((await kms.send(new DescribeKeyCommand({ KeyId: from }))).KeyMetadata!.KeyState).toBe('Enabled');
       expect((await engine.audit.read(m.id)).map((e) => e.type)).not.toContain('key.disabled');
 
-      await engine.resume(m.id, 'test');
+      await engine.resume(m.id, 'test', 'freeze over');
       expect((await waitFor(m.id, ['ready', 'blocked'])).state).toBe('ready');
+      await engine.verify(m.id, 'test', 'spot check before disabling');
+      expect((await waitFor(m.id, ['ready', 'blocked'])).state).toBe('ready');
+      const reasons = (await engine.audit.read(m.id)).filter((e) => e.type === 'state.changed').map((e) => [e.data['to'], e.data['reason']]);
+      expect(reasons).toEqual(expect.arrayContaining([['verifying', 'freeze over'], ['verifying', 'spot check before disabling']]));
       expect((await engine.finalize(m.id, { actor: 'test' })).disabled).toEqual([from]);
     });
   });
