@@ -70,7 +70,9 @@ export function createCoordinator(deps: CoordinatorDeps) {
           await store.patch(m.id, { verifyEnumeratedAt: new Date().toISOString() });
         }
       } catch (err) {
-        logger.error({ migration: m.id, mode, err: (err as Error).message }, 'enumeration failed; it is retried on the next tick');
+        // Aborted on purpose (the coordinator stopping, the migration paused or ended): not a failure.
+        if (abort.signal.aborted) logger.debug({ migration: m.id, mode }, 'enumeration pass stopped');
+        else logger.error({ migration: m.id, mode, err: (err as Error).message }, 'enumeration failed; it is retried on the next tick');
       } finally {
         passes.delete(m.id);
         wake();
