@@ -1,27 +1,16 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import { startAwsLocal, type AwsLocal } from '@rekey/aws-local';
 import { httpClient, type RekeyClient } from '@rekey/cli/client';
-import { createTestRedis, cleanupRedisPrefix, databaseUrl, redisUrl, uniquePrefix, TEST_CREDENTIALS } from '@rekey/testing';
+import { createTestRedis, cleanupRedisPrefix, databaseUrl, freePort, redisUrl, uniquePrefix, TEST_CREDENTIALS } from '@rekey/testing';
 
 const require = createRequire(import.meta.url);
 
-/** A free TCP port on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** A coordinator and workers as separate processes, over aws-local in this process and real Redis/Postgres. */
 export interface Stack {

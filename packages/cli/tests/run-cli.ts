@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePort } from '@rekey/testing';
 import { fileURLToPath } from 'node:url';
 
 const CLI_DIR = fileURLToPath(new URL('..', import.meta.url));
@@ -59,16 +59,7 @@ export async function rekeyAll(runs: readonly (readonly string[])[], env: Record
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago). */
-export async function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export const closedPort = freePort;
 
 /** The lines of stderr, without a trailing empty one. */
 export function lines(s: string): string[] {

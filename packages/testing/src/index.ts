@@ -1,6 +1,7 @@
 export { useAwsLocal, awsClientConfig, TEST_CREDENTIALS } from './aws.js';
 export type { AwsTestEndpoint } from './aws.js';
 export { uniqueName, uniquePrefix } from './names.js';
+export { freePort } from './net.js';
 export { redisUrl, createTestRedis, cleanupRedisPrefix } from './redis.js';
 export { databaseUrl, createTestSchema } from './postgres.js';
 export type { TestSchema } from './postgres.js';

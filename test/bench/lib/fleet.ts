@@ -8,7 +8,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Agent } from 'node:http';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { loadavg, cpus, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -17,6 +16,7 @@ import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } fro
 import { createEnvelopeClient } from '@rekey/envelope';
 import { httpClient, type RekeyClient } from '@rekey/cli/client';
 import { Redis } from 'ioredis';
+import { freePort } from '@rekey/testing';
 
 const require = createRequire(import.meta.url);
 
@@ -61,16 +61,7 @@ export function table(head: string[], rows: (string | number)[][]): string {
   return [line(head), line(head.map((_, i) => (i === 0 ? '---' : '---:'))), ...rows.map(line)].join('\n');
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** aws-local in its own process, so server and clients each get an event loop. */
 export interface AwsChild {
