@@ -1,22 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EncryptCommand } from '@aws-sdk/client-kms';
 import { redisKeys } from '@rekey/fleet';
-import { createTestRedis, createTestSchema, type TestSchema } from '@rekey/testing';
+import { createTestRedis, createTestSchema, runNode, type Run, type TestSchema } from '@rekey/testing';
 import { startStack, type Stack } from './harness.js';
 import { createKey, seedSseObjects } from './seed.js';
 
 const BIN = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url));
-
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 describe('the rekey CLI against a running coordinator', () => {
   let stack: Stack;
@@ -29,24 +22,7 @@ describe('the rekey CLI against a running coordinator', () => {
 
   /** Runs `rekey …` as a child process with the harness's API URL and token; stdout is a pipe, so not a TTY. */
   function rekey(args: string[], timeoutMs = 60_000): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, ...args], {
-        env: { ...process.env, REKEY_API_URL: stack.apiUrl, REKEY_API_TOKEN: stack.token },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`rekey ${args.join(' ')} did not exit within ${timeoutMs} ms; output so far: ${stdout}${stderr}`));
-      }, timeoutMs);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout, stderr });
-      });
-    });
+    return runNode([BIN, ...args], { env: { ...process.env, REKEY_API_URL: stack.apiUrl, REKEY_API_TOKEN: stack.token }, timeoutMs, what: `rekey ${args.join(' ')}` });
   }
 
   beforeAll(async () => {

@@ -1,14 +1,9 @@
-import { spawn } from 'node:child_process';
-import { freePort } from '@rekey/testing';
+import { freePort, runNode, type Run } from '@rekey/testing';
 import { fileURLToPath } from 'node:url';
 
 const CLI_DIR = fileURLToPath(new URL('..', import.meta.url));
 
-export interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+export type { Run };
 
 /**
  * Runs `rekey …` as a user does, as a child process, from this package's sources (tsx, and the
@@ -18,29 +13,7 @@ export interface Run {
 export function rekey(args: readonly string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<Run> {
   const merged: NodeJS.ProcessEnv = { ...process.env, REKEY_API_URL: undefined, REKEY_API_TOKEN: undefined, REKEY_CONFIG: undefined, LOG_LEVEL: undefined, ...env };
   for (const k of Object.keys(merged)) if (merged[k] === undefined) delete merged[k];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--conditions=source', 'src/bin.ts', ...args], {
-      cwd: CLI_DIR,
-      env: merged,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`rekey ${args.join(' ')} did not exit within ${timeoutMs} ms; output so far: ${stdout}${stderr}`));
-    }, timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runNode(['--import', 'tsx', '--conditions=source', 'src/bin.ts', ...args], { cwd: CLI_DIR, env: merged, timeoutMs, what: `rekey ${args.join(' ')}` });
 }
 
 /** Runs several `rekey` commands, at most `n` at a time (the machine may have few cores). */
