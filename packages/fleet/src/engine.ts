@@ -26,10 +26,10 @@ import {
   type SourceSpec,
 } from '@rekey/core';
 import { createInFlightLimit, createKmsGateway, isCredentialError, type KmsGateway } from '@rekey/kms';
-import { DISABLED_BY_TAG } from './keys-audit.js';
 import { createSource } from '@rekey/sources';
 import { canonicalJson, createAuditLog, type AuditLog } from './audit.js';
 import { checkAuditBucket, exportAudit } from './audit-export.js';
+import { DISABLED_BY_TAG } from './keys-audit.js';
 import { createFleetBudget, type FleetBudget } from './budget.js';
 import { createCoordinator } from './coordinator.js';
 import { createEnumerator } from './enumerator.js';
@@ -130,8 +130,7 @@ export interface Engine {
   /** Resumes a paused migration; `reason` goes into the audit entry of the state change. */
   resume(id: string, actor: string, reason?: string): Promise<Migration>;
   cancel(id: string, actor: string, reason?: string): Promise<Migration>;
-  /** Runs the read-only verify pass again. */
-  /** Runs the verify pass again; `reason` goes into the audit log. */
+  /** Runs the read-only verify pass again; `reason` goes into the audit log. */
   verify(id: string, actor: string, reason?: string): Promise<Migration>;
   finalize(id: string, opts: FinalizeOptions): Promise<FinalizeResult>;
   failures(id: string, limit?: number): Promise<FailureRecord[]>;

@@ -16,7 +16,7 @@ import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } fro
 import { createEnvelopeClient } from '@rekey/envelope';
 import { httpClient, type RekeyClient } from '@rekey/cli/client';
 import { Redis } from 'ioredis';
-import { freePort } from '@rekey/testing';
+import { cleanupRedisPrefix, freePort } from '@rekey/testing';
 
 const require = createRequire(import.meta.url);
 
@@ -321,12 +321,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
         if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
       }));
       const redis = new Redis(o.redisUrl);
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.unlink(...keys);
-      } while (cursor !== '0');
+      await cleanupRedisPrefix(redis, prefix);
       await redis.quit();
     },
   };
