@@ -16,6 +16,12 @@ export interface RedisKeys {
   recorded(id: string): string;
   /** Hash: split points of batch jobs that gave part of their items to new jobs (`<mode>|<job id>` -> "500,250"). */
   splits(id: string): string;
+  /**
+   * Hash: outcomes of the items a batch job finished in attempts that went back to the queue
+   * (retry, pause, shutdown) without being recorded (`<mode>|<job id>` -> JSON), so its next
+   * attempt counts them as they were instead of as already-current. Cleared when the batch is recorded.
+   */
+  carried(id: string): string;
   /** Stream: failed items (capped). */
   failures(id: string): string;
   /** Hash: acknowledged failures (item -> reason). */
@@ -66,6 +72,7 @@ export function redisKeys(prefix = 'rekey:'): RedisKeys {
     cursor: (id, source, mode) => `${m(id)}:cursor:${mode}:${source}`,
     recorded: (id) => `${m(id)}:recorded`,
     splits: (id) => `${m(id)}:splits`,
+    carried: (id) => `${m(id)}:carried`,
     failures: (id) => `${m(id)}:failures`,
     acks: (id) => `${m(id)}:acks`,
     audit: (id) => `${m(id)}:audit`,

@@ -15,7 +15,7 @@ import {
 import type { Logger } from 'pino';
 import { mapBounded } from './pool.js';
 import type { CounterField } from '@rekey/core';
-import { outcomeIncrements, type ProgressStore } from './store.js';
+import { outcomeIncrements, type CarriedOutcome, type ProgressStore } from './store.js';
 import type { FleetMetrics } from './metrics.js';
 import { followSplits, type BatchSplitter } from './split.js';
 
@@ -30,7 +30,7 @@ export interface BatchProcessorDeps {
   readonly sources: SourceRegistry;
   readonly logger: Logger;
   readonly metrics?: FleetMetrics;
-  /** Aborted on SIGTERM: items in flight are aborted and the whole batch goes back to the queue, counting nothing. */
+  /** Aborted on SIGTERM: items in flight are aborted and the whole batch goes back to the queue, counting nothing yet (finished items are carried). */
   readonly shutdown: AbortSignal;
   /** Who writes audit entries (e.g. `worker:<host>:<pid>`). */
   readonly actor: string;
@@ -121,6 +121,11 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     shutdown.addEventListener('abort', onShutdown, { once: true });
     const ctx = { signal: abort.signal, migrationId: m.id, dryRun: options.dryRun };
     const started = performance.now();
+    // Items an earlier attempt finished keep the outcome they had (a moved item read again would
+    // look already-current). Verify reads again: its inspections change nothing.
+    const ref = { migrationId: m.id, mode: data.mode, jobId: String(job.id) };
+    const carried =
+      data.mode === 'reencrypt' && (job.attemptsStarted > 1 || job.attemptsMade > 0) ? await store.carried(ref) : new Map<number, CarriedOutcome>();
     const releaseJob = deps.holdJob?.(m.id, job, token);
 
     const all = await mapBounded(
@@ -128,6 +133,8 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       options.concurrency,
       async (item, index): Promise<ItemResult | undefined> => {
         tail?.started(index);
+        const before = carried.get(index);
+        if (before) return { kind: 'outcome', ...before };
         try {
           if (data.mode === 'verify') {
             const ins = await source.inspect(item, plan, ctx);
@@ -161,9 +168,28 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     const splitFailure = await tail?.settled();
     shutdown.removeEventListener('abort', onShutdown);
     releaseJob?.();
+    // The batch goes back to the queue uncounted: keep what its finished items did.
+    const carry = async () => {
+      if (data.mode !== 'reencrypt') return;
+      const finished = new Map<number, CarriedOutcome>();
+      all.forEach((r, i) => {
+        if (r?.kind === 'outcome') finished.set(i, { outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: r.reason } : {}) });
+      });
+      if (finished.size <= carried.size) return;
+      try {
+        await store.carry(ref, finished);
+      } catch (err) {
+        // The batch still goes back to the queue; its finished items will then count as already-current.
+        logger.warn({ job: job.id, migration: m.id, err: (err as Error).message }, 'could not keep the outcomes of finished items');
+      }
+    };
+
     // A split whose script or enqueue failed may or may not have been recorded: run the batch
-    // again, and the next attempt reads what was (its finished items will be already-current).
-    if (splitFailure) throw splitFailure;
+    // again, and the next attempt reads what was.
+    if (splitFailure) {
+      await carry();
+      throw splitFailure;
+    }
     const results = all.slice(0, end());
 
     const fatal = results.find((r): r is Extract<ItemResult, { kind: 'fatal' }> => r?.kind === 'fatal');
@@ -174,16 +200,19 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
         reason: `${fatal.error.code}: ${oneLine(fatal.error.message)}`,
         from: ['enumerating', 'running', 'verifying'],
       });
+      await carry();
       await job.moveToDelayed(Date.now() + (deps.pausedRecheckMs ?? 5000), token);
       throw new DelayedError();
     }
     const retry = results.find((r): r is Extract<ItemResult, { kind: 'retry' }> => r?.kind === 'retry');
     if (retry) {
-      // The whole batch runs again later with BullMQ's backoff; finished items will be already-current.
+      // The whole batch runs again later with BullMQ's backoff; its finished items keep their outcomes.
+      await carry();
       throw retry.error;
     }
     if (results.some((r) => r === undefined)) {
       // Shutting down: items not started or cut short go back to the queue with the batch; nothing is counted now.
+      await carry();
       await job.moveToDelayed(Date.now(), token);
       throw new DelayedError();
     }

@@ -27,7 +27,7 @@ export function loadScripts(): LoadedScript[] {
 
 /** Redis commands the fleet adds to an ioredis connection. */
 export interface FleetCommands {
-  recordBatch(keys: [string, string, string, string], ...args: (string | number)[]): Promise<number>;
+  recordBatch(keys: [string, string, string, string, string], ...args: (string | number)[]): Promise<number>;
   splitBatch(keys: [string, string], jobKey: string, at: number, counter: string): Promise<string>;
   checkpoint(keys: [string, string], ...args: (string | number)[]): Promise<number>;
   auditAppend(keys: [string, string], ...args: string[]): Promise<string | null>;

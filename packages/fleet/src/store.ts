@@ -37,6 +37,20 @@ export interface BatchRecord {
   readonly processed: number;
 }
 
+/** The outcome of one item a batch finished in an attempt that went back to the queue. */
+export interface CarriedOutcome {
+  readonly outcome: Outcome;
+  readonly code?: string;
+  readonly reason?: string;
+}
+
+/** Which batch job (and mode) carried outcomes belong to. */
+export interface BatchRef {
+  readonly migrationId: string;
+  readonly mode: 'reencrypt' | 'verify';
+  readonly jobId: string;
+}
+
 /** Maximum failures kept per migration (the counters stay exact beyond it). */
 export const MAX_FAILURES = 100_000;
 
@@ -63,6 +77,13 @@ export interface ProgressStore {
   counters(id: string, sources: readonly string[]): Promise<Record<string, SourceCounters>>;
   /** Records a batch at most once (publishing on the change channel when it was the last outstanding one); returns false when it was already recorded. */
   recordBatch(r: BatchRecord): Promise<boolean>;
+  /**
+   * Keeps the outcomes of the items a batch finished (by item index) when the attempt goes back to
+   * the queue uncounted, so the next attempt counts them as they were; `recordBatch` clears them.
+   */
+  carry(b: BatchRef, outcomes: ReadonlyMap<number, CarriedOutcome>): Promise<void>;
+  /** The outcomes earlier attempts of a batch carried (empty when none, or when unreadable). */
+  carried(b: BatchRef): Promise<Map<number, CarriedOutcome>>;
   failures(id: string, opts?: { limit?: number }): Promise<FailureRecord[]>;
   /** Acknowledges failures (by stream id, or all); returns how many were acknowledged. */
   ack(id: string, which: { all: true } | { ids: readonly string[] }, reason: string, actor: string): Promise<number>;
@@ -193,7 +214,13 @@ export function createProgressStore(redis: Redis, keys: RedisKeys, audit: AuditL
 
     async recordBatch(r) {
       const res = await cmd.recordBatch(
-        [keys.recorded(r.migrationId), keys.counters(r.migrationId, r.source), keys.failures(r.migrationId), keys.samples(r.migrationId)],
+        [
+          keys.recorded(r.migrationId),
+          keys.counters(r.migrationId, r.source),
+          keys.failures(r.migrationId),
+          keys.samples(r.migrationId),
+          keys.carried(r.migrationId),
+        ],
         `${r.mode}|${r.jobId}`,
         JSON.stringify(r.increments),
         JSON.stringify(r.failures.map((f) => ({ source: r.source, item: f.item, code: f.code, reason: f.reason }))),
@@ -204,6 +231,24 @@ export function createProgressStore(redis: Redis, keys: RedisKeys, audit: AuditL
         r.migrationId,
       );
       return res === 1;
+    },
+
+    async carry(b, outcomes) {
+      await redis.hset(keys.carried(b.migrationId), `${b.mode}|${b.jobId}`, JSON.stringify(Object.fromEntries(outcomes)));
+    },
+
+    async carried(b) {
+      const raw = await redis.hget(keys.carried(b.migrationId), `${b.mode}|${b.jobId}`);
+      const out = new Map<number, CarriedOutcome>();
+      if (!raw) return out;
+      try {
+        for (const [i, o] of Object.entries(JSON.parse(raw) as Record<string, CarriedOutcome>)) {
+          if (Number.isInteger(Number(i)) && typeof o?.outcome === 'string') out.set(Number(i), o);
+        }
+      } catch {
+        // Written by this module; if it is unreadable anyway, the items are simply looked at again.
+      }
+      return out;
     },
 
     async failures(id, opts = {}) {

@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { DelayedError, type Job } from 'bullmq';
-import { MigrationSpecSchema, type BatchJob, type ItemOutcome, type Migration, type Source } from '@rekey/core';
+import { MigrationSpecSchema, RetryableError, type BatchJob, type ItemOutcome, type Migration, type Source } from '@rekey/core';
+import { cleanupRedisPrefix, createTestRedis, uniquePrefix } from '@rekey/testing';
+import { createAuditLog } from '../src/audit.js';
+import { redisKeys } from '../src/keys.js';
 import { createBatchProcessor } from '../src/processor.js';
 import type { BatchSplitter } from '../src/split.js';
-import type { BatchRecord, ProgressStore } from '../src/store.js';
+import { createProgressStore, type BatchRecord, type ProgressStore } from '../src/store.js';
 
 const OLD = 'arn:aws:kms:us-east-1:111122223333:key/11111111-1111-1111-1111-111111111111';
 const NEW = 'arn:aws:kms:us-east-1:111122223333:key/22222222-2222-2222-2222-222222222222';
@@ -176,5 +179,69 @@ describe('batch processor: giving unstarted items to a new batch', () => {
     };
     await expect(processorWith(slowSource([], 2), splitter, recorded)(jobOf(rows(100)), 'token')).rejects.toThrow(/Connection is closed/);
     expect(recorded).toEqual([]);
+  });
+});
+
+describe('batch processor: a batch that goes back to the queue (real Redis store)', () => {
+  it('keeps the outcomes its finished items had, so the next attempt counts them once, as they were', async () => {
+    const redis = createTestRedis();
+    const keys = redisKeys(uniquePrefix('carry'));
+    try {
+      const store = createProgressStore(redis, keys, createAuditLog(redis, keys));
+      await store.create(migration, 'test');
+      const calls = new Map<number, number>();
+      let throttled = false;
+      // Items 0-5 finish (item 3 is not in scope); item 6 is throttled past the SDK's retries once.
+      const source: Source = {
+        kind: 'postgres',
+        name: 'rows',
+        list: async () => ({ items: [], next: null }),
+        reencrypt: async (item) => {
+          const id = Number(item.kind === 'row' ? item.pk[0] : -1);
+          calls.set(id, (calls.get(id) ?? 0) + 1);
+          if (id === 6 && !throttled) {
+            throttled = true;
+            throw new RetryableError('ThrottlingException', 'Rate exceeded');
+          }
+          await new Promise((r) => setTimeout(r, 1));
+          return id === 3 ? { outcome: 'not-in-scope', reason: 'under another key' } : { outcome: 'reencrypted' };
+        },
+        inspect: async () => ({ state: 'current' }),
+      };
+      const processBatch = createBatchProcessor({
+        store,
+        sources: { get: async () => source, close: async () => undefined },
+        logger: pino({ level: 'silent' }),
+        shutdown: new AbortController().signal,
+        actor: 'test',
+      });
+      const items = Array.from({ length: 10 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
+      const job = {
+        id: 'm-proc.rows.r1.0',
+        data: { migrationId: 'm-proc', source: 'rows', page: 0, items, mode: 'reencrypt' } satisfies BatchJob,
+        attemptsMade: 0,
+        attemptsStarted: 1,
+        opts: { attempts: 5 },
+      } as unknown as Job<BatchJob> & { attemptsMade: number; attemptsStarted: number };
+
+      await expect(processBatch(job, 'token')).rejects.toBeInstanceOf(RetryableError);
+      expect(await store.counters('m-proc', ['rows'])).toMatchObject({ rows: { reencrypted: 0, batchesDone: 0 } });
+      const firstRun = new Map(calls);
+
+      job.attemptsMade = 1;
+      job.attemptsStarted = 2;
+      await processBatch(job, 'token');
+
+      // What the first attempt finished was not looked at again, and counts as it was.
+      for (const [id, n] of firstRun) if (id !== 6) expect(calls.get(id)).toBe(n);
+      expect(calls.get(6)).toBe(2);
+      const c = (await store.counters('m-proc', ['rows']))['rows']!;
+      expect(c).toMatchObject({ reencrypted: 9, 'not-in-scope': 1, 'already-current': 0, batchesDone: 1 });
+      expect(await redis.hlen(keys.carried('m-proc'))).toBe(0);
+      await store.close();
+    } finally {
+      await cleanupRedisPrefix(redis, keys.prefix);
+      await redis.quit();
+    }
   });
 });

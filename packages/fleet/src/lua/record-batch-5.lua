@@ -5,6 +5,7 @@
   KEYS[2]  counters hash of the batch's source
   KEYS[3]  failures stream of the migration
   KEYS[4]  samples sorted set of the migration (throughput over time)
+  KEYS[5]  carried hash of the migration (outcomes earlier attempts of a batch finished; this batch's field is deleted)
   ARGV[1]  batch job id
   ARGV[2]  JSON object of counter increments, e.g. {"reencrypted":98,"failed":2,"batchesDone":1}
   ARGV[3]  JSON array of failures: [{"item":"…","code":"…","reason":"…","source":"…"}]
@@ -20,6 +21,7 @@
 
   Returns 1 when recorded, 0 when this batch id was already recorded (nothing changed).
 ]]
+redis.call('HDEL', KEYS[5], ARGV[1])
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
