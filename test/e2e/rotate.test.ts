@@ -103,6 +103,11 @@ describe('rekey rotate, keys audit and plan as a CLI over the coordinator API (c
   });
 
   it('plan counts the items under the key behind the alias, as seeded, taking its KMS probes from the fleet limiter', async () => {
+    const redis = createTestRedis();
+    const keys = redisKeys(stack.prefix);
+    const limiter = keys.limiter(oldKey.split(':')[4]!, 'us-east-1');
+    // An operator's `rekey budget` override holds for plan's probes too.
+    await redis.hset(keys.budgetOverride(), 'rps', '500');
     const r = await cli(['plan', '-f', config, '--all', '--json']).done;
 
     expect(r.code, r.stderr).toBe(0);
@@ -112,10 +117,12 @@ describe('rekey rotate, keys audit and plan as a CLI over the coordinator API (c
       ['secrets', 80, 80, { [oldKey]: 80 }],
     ]);
     // The rows carry no key id: plan probed them with ReEncrypt, as participant 'plan' of the account's limiter.
-    const redis = createTestRedis();
     try {
-      expect(await redis.hexists(redisKeys(stack.prefix).limiter(oldKey.split(':')[4]!, 'us-east-1'), 'w:plan')).toBe(1);
+      expect(await redis.hexists(limiter, 'w:plan')).toBe(1);
+      expect(await redis.hget(limiter, 'budget')).toBe('500');
     } finally {
+      await redis.del(keys.budgetOverride());
+      await redis.hdel(limiter, 'budget');
       await redis.quit();
     }
   });

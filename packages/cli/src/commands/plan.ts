@@ -8,9 +8,10 @@ import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { Command } from 'commander';
 import { loadConfig, parseMigrationSpec, type Config, type SourceSpec } from '@rekey/core';
-import { planLines, planMigration, redisKeys, type PlanTarget } from '@rekey/fleet';
-import { createKmsGateway, createRedisLimiter, type KmsGateway, type RedisLimiter } from '@rekey/kms';
+import { createAuditLog, createFleetBudget, planLines, planMigration, redisKeys, type PlanTarget } from '@rekey/fleet';
+import { createKmsGateway, type KmsGateway } from '@rekey/kms';
 import { Redis } from 'ioredis';
+import pino from 'pino';
 import { createSource } from '@rekey/sources';
 import pg from 'pg';
 import { stringify } from 'yaml';
@@ -78,25 +79,25 @@ async function planBudget(config: Config) {
     throw new CliError(`plan takes its KMS requests from the fleet's budget in Redis, and Redis is not reachable at ${config.redis.url}: ${(err as Error).message}`);
   }
   const keys = redisKeys(config.redis.prefix);
-  const limiters = new Map<string, RedisLimiter>();
-  const gateways = new Map<string, KmsGateway>();
-  const clientConfig = { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) };
-  const client = new KMSClient({ ...clientConfig, maxAttempts: 1 });
+  const client = new KMSClient({ region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}), maxAttempts: 1 });
+  // The fleet's own budget: the same limiters, AIMD settings and `rekey budget` override as workers.
+  const budget = createFleetBudget({
+    redis,
+    keys,
+    region: config.aws.region,
+    budgetRps: config.kms.budgetRps!,
+    ...(config.kms.quotaRps ? { quotaRps: config.kms.quotaRps } : {}),
+    minRps: config.kms.minRps,
+    aimd: config.kms.aimd,
+    kmsClient: client,
+    audit: createAuditLog(redis, keys),
+    logger: pino({ level: 'silent' }),
+    ratePollMs: 0,
+  });
   return {
-    gatewayFor(keyArn: string, fallbackRegion: string): KmsGateway {
-      const [, , , region = fallbackRegion, account = 'default'] = keyArn.split(':');
-      const k = `${account}:${region}`;
-      let g = gateways.get(k);
-      if (!g) {
-        const limiter = createRedisLimiter({ redis, key: keys.limiter(account, region), budget: config.kms.budgetRps!, minRps: config.kms.minRps, aimd: config.kms.aimd });
-        limiters.set(k, limiter);
-        g = createKmsGateway({ client }, { limiter: limiter.forMigration('plan') });
-        gateways.set(k, g);
-      }
-      return g;
-    },
+    gatewayFor: (keyArn: string): KmsGateway => budget.gatewayForKey(keyArn, 'plan'),
     async close() {
-      for (const l of limiters.values()) l.close();
+      budget.close();
       client.destroy();
       await redis.quit().catch(() => redis.disconnect());
     },
@@ -147,7 +148,7 @@ export function registerPlan(program: Command): void {
         }
         // Inspecting a blob without a key-id costs ReEncrypt probes: they take tokens from the
         // fleet's limiter of the target's account, as the participant 'plan', like any migration.
-        const gatewayOf = new Map(targets.map((t) => [t.spec, budget ? budget.gatewayFor(t.keys.to, config.aws.region) : kms]));
+        const gatewayOf = new Map(targets.map((t) => [t.spec, budget ? budget.gatewayFor(t.keys.to) : kms]));
         const plan = await planMigration({
           targets,
           buildSource: (spec) => createSource(spec, { s3, kms: gatewayOf.get(spec) ?? kms, pool }, { pageSize: 1000 }),
