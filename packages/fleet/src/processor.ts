@@ -34,7 +34,7 @@ export interface BatchProcessorDeps {
   readonly shutdown: AbortSignal;
   /** Who writes audit entries (e.g. `worker:<host>:<pid>`). */
   readonly actor: string;
-  /** How long a batch of a paused migration waits before it is looked at again. @defaultValue 5000 */
+  /** How long a batch of a paused migration (or one the KMS budget could not serve) waits before it is looked at again. @defaultValue 5000 */
   readonly pausedRecheckMs?: number;
   /** Keeps the job's lock extended while its items wait long for KMS tokens (the fleet budget's `holdJob`). */
   readonly holdJob?: (migrationId: string, job: Job<BatchJob>, token: string | undefined) => () => void;
@@ -150,7 +150,8 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
             stop = true;
             return { kind: 'fatal', error: err };
           }
-          if (err instanceof RetryableError && !lastAttempt) {
+          // The budget's Redis not answering is no fault of the item's: it never becomes a failure.
+          if (err instanceof RetryableError && (!lastAttempt || err.code === 'redis-unavailable')) {
             stop = true;
             return { kind: 'retry', error: err };
           }
@@ -204,11 +205,18 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       await job.moveToDelayed(Date.now() + (deps.pausedRecheckMs ?? 5000), token);
       throw new DelayedError();
     }
-    const retry = results.find((r): r is Extract<ItemResult, { kind: 'retry' }> => r?.kind === 'retry');
-    if (retry) {
-      // The whole batch runs again later with BullMQ's backoff; its finished items keep their outcomes.
+    const retries = results.filter((r): r is Extract<ItemResult, { kind: 'retry' }> => r?.kind === 'retry');
+    if (retries.length > 0) {
       await carry();
-      throw retry.error;
+      if (retries.some((r) => r.error.code === 'redis-unavailable')) {
+        // The limiter could not reach the shared budget: the batch waits for it without using one
+        // of its attempts, however long Redis stays slow or away (workers stop; they never run unlimited).
+        logger.warn({ job: job.id, migration: m.id }, 'KMS budget unavailable: batch back to the queue');
+        await job.moveToDelayed(Date.now() + (deps.pausedRecheckMs ?? 5000), token);
+        throw new DelayedError();
+      }
+      // The whole batch runs again later with BullMQ's backoff; its finished items keep their outcomes.
+      throw retries[0]!.error;
     }
     if (results.some((r) => r === undefined)) {
       // Shutting down: items not started or cut short go back to the queue with the batch; nothing is counted now.

@@ -245,3 +245,42 @@ describe('batch processor: a batch that goes back to the queue (real Redis store
     }
   });
 });
+
+describe('batch processor: the KMS budget unreachable', () => {
+  it('on the last attempt too, sends the batch back to the queue without failing an item or using an attempt', async () => {
+    const recorded: BatchRecord[] = [];
+    const store = { get: async () => migration, recordBatch: async (r: BatchRecord) => (recorded.push(r), true), carry: async () => undefined, carried: async () => new Map() } as unknown as ProgressStore;
+    const source: Source = {
+      kind: 'postgres',
+      name: 'rows',
+      list: async () => ({ items: [], next: null }),
+      reencrypt: async () => {
+        throw new RetryableError('redis-unavailable', 'KMS limiter: Redis did not answer; not taking work without the shared budget');
+      },
+      inspect: async () => ({ state: 'current' }),
+    };
+    const processBatch = createBatchProcessor({
+      store,
+      sources: { get: async () => source, close: async () => undefined },
+      logger: pino({ level: 'silent' }),
+      shutdown: new AbortController().signal,
+      actor: 'test',
+      pausedRecheckMs: 1000,
+    });
+    const delayed: number[] = [];
+    const job = {
+      id: 'm-proc.rows.r1.9',
+      data: { migrationId: 'm-proc', source: 'rows', page: 9, items: [{ kind: 'row' as const, pk: [1] }], mode: 'reencrypt' } satisfies BatchJob,
+      attemptsMade: 4,
+      attemptsStarted: 5,
+      opts: { attempts: 5 },
+      moveToDelayed: async (at: number) => void delayed.push(at),
+    } as unknown as Job<BatchJob>;
+
+    const before = Date.now();
+    await expect(processBatch(job, 'token')).rejects.toBeInstanceOf(DelayedError);
+    expect(recorded).toEqual([]);
+    expect(delayed).toHaveLength(1);
+    expect(delayed[0]).toBeGreaterThanOrEqual(before + 1000);
+  });
+});
