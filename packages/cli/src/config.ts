@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
-import { loadConfig, ValidationError, type Config } from '@rekey/core';
+import { loadConfig, locateConfigProblems, ValidationError, type Config } from '@rekey/core';
 import { createEngine, engineOptionsFromConfig, type Engine } from '@rekey/fleet';
 import { CliError, EXIT } from './errors.js';
 
@@ -25,20 +25,9 @@ function readReason(err: NodeJS.ErrnoException): string {
   return (err.code !== undefined ? READ_REASONS[err.code] : undefined) ?? err.message;
 }
 
-/**
- * One line for config problems. core names the YAML text `rekey.yaml`; here it is the file given
- * (or `config` without one). Problems of an environment variable (`REKEY_KMS_QUOTA_RPS: …`) keep
- * the variable's name.
- */
+/** One line for config problems, located in the file given (see core's `locateConfigProblems`). */
 export function configProblemsLine(problems: readonly string[], path: string | undefined): string {
-  const where = path ?? 'config';
-  const located = problems.map((p) => {
-    const yaml = /^rekey\.yaml( line \d+)?: ([^]*)$/.exec(p);
-    if (yaml) return `${where}${yaml[1] ?? ''}: ${yaml[2]}`;
-    if (/^[A-Z][A-Z0-9_]*:/.test(p)) return p;
-    return `${where}: ${p}`;
-  });
-  return (located.length ? located : [`${where}: invalid`]).join('; ');
+  return locateConfigProblems(problems, path).join('; ');
 }
 
 /**

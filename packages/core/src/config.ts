@@ -343,6 +343,22 @@ export function loadConfig(input: LoadConfigInput): Config {
   };
 }
 
+/**
+ * The problems of {@link loadConfig} as the user's file names them: core calls the YAML text
+ * `rekey.yaml`; here it becomes `path` (or `config` without a file). Problems of an environment
+ * variable (`REKEY_KMS_QUOTA_RPS: …`) keep the variable's name.
+ */
+export function locateConfigProblems(problems: readonly string[], path: string | undefined): string[] {
+  const where = path ?? 'config';
+  const located = problems.map((p) => {
+    const yaml = /^rekey\.yaml( line \d+)?: ([^]*)$/.exec(p);
+    if (yaml) return `${where}${yaml[1] ?? ''}: ${yaml[2]}`;
+    if (/^[A-Z][A-Z0-9_]*:/.test(p)) return p;
+    return `${where}: ${p}`;
+  });
+  return located.length ? located : [`${where}: invalid`];
+}
+
 /** The JSON Schema of `rekey.yaml`, for editors and docs (generated from the zod schema). */
 export function configJsonSchema(): Record<string, unknown> {
   return {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
-import { loadConfig, ValidationError, type Config, type ConfigRole } from '@rekey/core';
+import { loadConfig, locateConfigProblems, ValidationError, type Config, type ConfigRole } from '@rekey/core';
 import type { EngineOptions } from './engine.js';
 
 /** Fields pino redacts in every Rekey process: key material, ciphertext and credentials. */
@@ -33,20 +33,39 @@ export function routeWarnings(report: (line: string, w: Error) => void): void {
 }
 
 /**
- * Loads a process's config from env and the optional YAML file named by `--config` or
- * `REKEY_CONFIG`. On bad config it prints one line per problem and exits with status 2.
+ * Reads a process's config from env and the optional YAML file named by `--config` or
+ * `REKEY_CONFIG`: the config, or one line per problem, naming the file (or the variable).
  */
-export async function loadProcessConfig(role: ConfigRole, argv: readonly string[] = process.argv, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+export async function readProcessConfig(
+  role: ConfigRole,
+  argv: readonly string[] = process.argv,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ config: Config } | { problems: string[] }> {
   const at = argv.indexOf('--config');
+  const from = at >= 0 ? '--config' : 'REKEY_CONFIG';
   const path = at >= 0 ? argv[at + 1] : env['REKEY_CONFIG'];
+  if (at >= 0 && !path) return { problems: ['--config: needs the path of a config file'] };
+  let yamlText: string | undefined;
   try {
-    const yamlText = path ? await readFile(path, 'utf8') : undefined;
-    return loadConfig({ ...(yamlText !== undefined ? { yamlText } : {}), env, role });
+    yamlText = path ? await readFile(path, 'utf8') : undefined;
   } catch (err) {
-    const problems = err instanceof ValidationError ? err.problems : [(err as Error).message];
-    for (const p of problems) console.error(`config: ${p}`);
-    process.exit(2);
+    const code = (err as NodeJS.ErrnoException).code;
+    return { problems: [`${from} ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a file' : (err as Error).message}`] };
   }
+  try {
+    return { config: loadConfig({ ...(yamlText !== undefined ? { yamlText } : {}), env, role }) };
+  } catch (err) {
+    if (err instanceof ValidationError) return { problems: locateConfigProblems(err.problems, path) };
+    throw err;
+  }
+}
+
+/** {@link readProcessConfig}, printing each problem as one `config: …` line and exiting with status 2. */
+export async function loadProcessConfig(role: ConfigRole, argv: readonly string[] = process.argv, env: NodeJS.ProcessEnv = process.env): Promise<Config> {
+  const r = await readProcessConfig(role, argv, env);
+  if ('config' in r) return r.config;
+  for (const p of r.problems) console.error(`config: ${p}`);
+  process.exit(2);
 }
 
 /**

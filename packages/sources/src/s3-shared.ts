@@ -186,7 +186,6 @@ export async function listVersions(
   return { items, next };
 }
 
-/** HeadObject of the item (its version when the reference has one); never calls KMS. */
 /**
  * HEAD for the verify pass: the object's headers, or why it is gone (no such key or version, or a
  * delete marker). Other errors are thrown as classified by {@link headObject}.
@@ -201,6 +200,7 @@ export async function inspectHead(s3: S3Client, bucket: string, item: S3ItemRef,
   }
 }
 
+/** HeadObject of the item (its version when the reference has one); never calls KMS. */
 export function headObject(s3: S3Client, bucket: string, item: S3ItemRef, signal: AbortSignal): Promise<HeadObjectCommandOutput> {
   return sendS3(
     () =>
