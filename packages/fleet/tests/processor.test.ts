@@ -5,7 +5,7 @@ import { MigrationSpecSchema, RetryableError, type BatchJob, type ItemOutcome, t
 import { cleanupRedisPrefix, createTestRedis, uniquePrefix } from '@rekey/testing';
 import { createAuditLog } from '../src/audit.js';
 import { redisKeys } from '../src/keys.js';
-import { createBatchProcessor } from '../src/processor.js';
+import { createBatchProcessor, type BatchProcessorDeps } from '../src/processor.js';
 import type { BatchSplitter } from '../src/split.js';
 import { createProgressStore, type BatchRecord, type ProgressStore } from '../src/store.js';
 
@@ -20,6 +20,18 @@ const migration: Migration = {
   createdAt: '2026-11-29T00:00:00.000Z',
   updatedAt: '2026-11-29T00:00:00.000Z',
 };
+
+/** A batch processor over one source, silent, with no shutdown unless `o` gives one. */
+function processorFor(store: ProgressStore, source: Source, o: Partial<BatchProcessorDeps> = {}) {
+  return createBatchProcessor({
+    store,
+    sources: { get: async () => source, close: async () => undefined },
+    logger: pino({ level: 'silent' }),
+    shutdown: new AbortController().signal,
+    actor: 'test',
+    ...o,
+  });
+}
 
 /** A source whose items wait until their signal aborts (as a KMS call or a slot wait would). */
 function hangingSource(started: { n: number }): Source {
@@ -43,13 +55,7 @@ describe('batch processor on SIGTERM', () => {
     const started = { n: 0 };
     const source = hangingSource(started);
     const shutdown = new AbortController();
-    const processBatch = createBatchProcessor({
-      store,
-      sources: { get: async () => source, close: async () => undefined },
-      logger: pino({ level: 'silent' }),
-      shutdown: shutdown.signal,
-      actor: 'test',
-    });
+    const processBatch = processorFor(store, source, { shutdown: shutdown.signal });
     const delayed: number[] = [];
     const job = {
       id: 'm-proc.rows.r1.0',
@@ -98,15 +104,7 @@ describe('batch processor: giving unstarted items to a new batch', () => {
 
   function processorWith(source: Source, splitter: BatchSplitter, recorded: BatchRecord[]) {
     const store = { get: async () => migration, recordBatch: async (r: BatchRecord) => (recorded.push(r), true) } as unknown as ProgressStore;
-    return createBatchProcessor({
-      store,
-      sources: { get: async () => source, close: async () => undefined },
-      logger: pino({ level: 'silent' }),
-      shutdown: new AbortController().signal,
-      actor: 'test',
-      splitter,
-      splitCheckMs: 5,
-    });
+    return processorFor(store, source, { splitter, splitCheckMs: 5 });
   }
 
   it('while nothing waits, halves its unstarted items again and again, and processes and counts only what it kept', async () => {
@@ -208,13 +206,7 @@ describe('batch processor: a batch that goes back to the queue (real Redis store
         },
         inspect: async () => ({ state: 'current' }),
       };
-      const processBatch = createBatchProcessor({
-        store,
-        sources: { get: async () => source, close: async () => undefined },
-        logger: pino({ level: 'silent' }),
-        shutdown: new AbortController().signal,
-        actor: 'test',
-      });
+      const processBatch = processorFor(store, source);
       const items = Array.from({ length: 10 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
       const job = {
         id: 'm-proc.rows.r1.0',
@@ -259,14 +251,7 @@ describe('batch processor: the KMS budget unreachable', () => {
       },
       inspect: async () => ({ state: 'current' }),
     };
-    const processBatch = createBatchProcessor({
-      store,
-      sources: { get: async () => source, close: async () => undefined },
-      logger: pino({ level: 'silent' }),
-      shutdown: new AbortController().signal,
-      actor: 'test',
-      pausedRecheckMs: 1000,
-    });
+    const processBatch = processorFor(store, source, { pausedRecheckMs: 1000 });
     const delayed: number[] = [];
     const job = {
       id: 'm-proc.rows.r1.9',
