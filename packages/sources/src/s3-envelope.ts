@@ -124,6 +124,26 @@ function systemHeadersOf(head: HeadObjectCommandOutput) {
 }
 
 /**
+ * The KMS requests S3 makes on our behalf for an in-place copy of this object, taken from the
+ * budget before the copy: an object SSE-KMS or DSSE-KMS at rest is decrypted and encrypted
+ * again (2; fewer with a bucket key, but we can't know it is cached). An object with no
+ * encryption at rest (written before S3 encrypted every new object, January 2023) takes the
+ * bucket's default encryption on the copy, which may be SSE-KMS: 1, without a
+ * GetBucketEncryption call (and permission) to find out. SSE-S3 costs none.
+ */
+export function copyKmsRequests(head: Pick<HeadObjectCommandOutput, 'ServerSideEncryption'>): number {
+  switch (head.ServerSideEncryption) {
+    case 'aws:kms':
+    case 'aws:kms:dsse':
+      return 2;
+    case undefined:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+/**
  * Creates the `s3-envelope` source.
  * @throws SourceError `wrong-client` when `deps.s3` is not an S3Client or `deps.kms` not a gateway.
  */
@@ -150,9 +170,8 @@ export function createS3EnvelopeSource(spec: S3EnvelopeSourceSpec, deps: S3Envel
     if (r.kind === 'already-current') return { outcome: 'already-current', fromKey: r.keyArn };
     if (r.kind === 'not-in-scope') return { outcome: 'not-in-scope', reason: r.reason };
 
-    // An object also SSE-KMS or DSSE-KMS at rest: S3 decrypts and re-encrypts it during the copy
-    // (2 KMS requests; fewer with a bucket key, but we can't know it is cached).
-    const kmsCost = head.ServerSideEncryption === 'aws:kms' || head.ServerSideEncryption === 'aws:kms:dsse' ? { kms, requests: 2 } : undefined;
+    const requests = copyKmsRequests(head);
+    const kmsCost = requests > 0 ? { kms, requests } : undefined;
     await sendS3(
       () =>
         s3.send(

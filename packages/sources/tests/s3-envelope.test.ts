@@ -127,6 +127,35 @@ describe('s3-envelope', () => {
     expect(tokens).toBe(2);
   });
 
+  it('an object with no encryption at rest takes 1 token for its copy (the bucket default may be SSE-KMS); SSE-S3 none', async () => {
+    const b = await tempBucket(world, 'envn');
+    drops.push(b.drop);
+    await putS3ecObject(world, b.bucket, 'n', world.keys.old, randomContent());
+    await putS3ecObject(world, b.bucket, 's', world.keys.old, randomContent());
+    const s3 = world.fleetS3();
+    clients.push(s3);
+    // aws-local encrypts every object at rest (SSE-S3), as S3 has since 2023: the HEAD of 'n' is
+    // made to report an object written before that.
+    s3.middlewareStack.add(
+      (next, context) => async (args) => {
+        const out = await next(args);
+        if (context.commandName === 'HeadObjectCommand' && (args.input as { Key?: string }).Key === 'n') delete (out.output as { ServerSideEncryption?: string }).ServerSideEncryption;
+        return out;
+      },
+      { step: 'initialize', name: 'unencryptedObject' },
+    );
+    let tokens = 0;
+    const kms = { ...world.gateway, acquire: async (signal?: AbortSignal) => { tokens++; await world.gateway.acquire(signal); } };
+    const source = createS3EnvelopeSource({ name: 'e', kind: 's3-envelope', bucket: b.bucket }, { s3, kms });
+    const plan = { from: [world.keys.old], to: world.keys.target };
+
+    expect((await source.reencrypt({ kind: 's3', key: 'n' }, plan, itemCtx())).outcome).toBe('reencrypted');
+    expect(tokens).toBe(1);
+    tokens = 0;
+    expect((await source.reencrypt({ kind: 's3', key: 's' }, plan, itemCtx())).outcome).toBe('reencrypted');
+    expect(tokens).toBe(0);
+  });
+
   it('a wrapped key that is not a KMS ciphertext fails the item with the reason', async () => {
     const { bucket, source, plan } = await setup();
     await world.s3.send(
