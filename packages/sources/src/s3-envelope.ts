@@ -138,7 +138,9 @@ export function copyKmsRequests(head: Pick<HeadObjectCommandOutput, 'ServerSideE
       return 2;
     case undefined:
       return 1;
-    default:
+    case 'AES256':
+    case 'aws:fsx':
+    case 'aws:backup':
       return 0;
   }
 }
