@@ -143,6 +143,27 @@ function redisUnavailable(message: string, cause?: unknown): RetryableError {
   return new RetryableError('redis-unavailable', `KMS limiter: ${message}; not taking work without the shared budget`, { cause });
 }
 
+/**
+ * Error replies of a Redis that is there but can't serve for now (loading its data, a script
+ * running long, out of memory, a replica or a cluster failing over): the budget is unavailable,
+ * as with a lost connection.
+ */
+const TRANSIENT_REPLY = /^(LOADING|BUSY|OOM|READONLY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK)\b/;
+
+/**
+ * Why a limiter's Redis call failed: the budget unavailable (`redis-unavailable`: no connection,
+ * no answer in time, a transient error reply), or any other error reply (a key of the wrong
+ * type, a script error): `limiter-failed`, retried like other errors and then failing items,
+ * where waiting would never end.
+ */
+function limiterCallError(err: unknown): RetryableError {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof Error && err.name === 'ReplyError' && !TRANSIENT_REPLY.test(message)) {
+    return new RetryableError('limiter-failed', `KMS limiter: Redis refused the limiter's call: ${message}`, { cause: err });
+  }
+  return redisUnavailable(`Redis call failed: ${message}`, err);
+}
+
 /** State and Redis access shared by every view of one limiter. */
 class Shared {
   readonly scopes = new Map<string, Scope>();
@@ -196,7 +217,7 @@ class Shared {
       return await Promise.race([work, timeout]);
     } catch (err) {
       if (err instanceof RetryableError) throw err;
-      throw redisUnavailable(`Redis call failed: ${err instanceof Error ? err.message : String(err)}`, err);
+      throw limiterCallError(err);
     } finally {
       clearTimeout(timer);
     }
@@ -226,7 +247,7 @@ class Shared {
           '',
         ]),
       );
-      if (!Array.isArray(out) || out.length < 3) throw redisUnavailable(`acquire script returned ${JSON.stringify(out)}`);
+      if (!Array.isArray(out) || out.length < 3) throw new RetryableError('limiter-failed', `KMS limiter: the acquire script returned ${JSON.stringify(out)}`);
       const grant = { granted: Number(out[0]), waitMs: Number(out[1]), rate: Number(out[2]) };
       this.lastRate = grant.rate;
       this.grantCalls++;

@@ -268,6 +268,16 @@ describe('Redis outage', () => {
     expect(err).toMatchObject({ code: 'redis-unavailable' });
   });
 
+  it("a limiter key Redis refuses (wrong type) is limiter-failed, not an outage to wait out", async () => {
+    const r = connection();
+    const key = `${prefix}wrongtype`;
+    await r.set(key, 'not a hash');
+    const l = limiter({ redis: r, key, budget: 1000 });
+    const err = await l.acquire().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RetryableError);
+    expect(err).toMatchObject({ code: 'limiter-failed', message: expect.stringMatching(/WRONGTYPE/) });
+  });
+
   it('acquire stops while Redis is away and works again when it is back', async () => {
     const proxy = await startProxy();
     try {
