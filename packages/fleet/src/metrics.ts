@@ -21,6 +21,8 @@ export interface FleetMetrics {
   readonly batchDuration: Histogram;
   /** Batches that gave the unstarted part of their items to a new batch because no batch was waiting. */
   readonly batchesSplit: Counter<'mode'>;
+  /** Batches that went back to the queue without being counted, by why (their finished items' outcomes are carried). */
+  readonly batchesRequeued: Counter<'mode' | 'reason'>;
   readonly oldKeyLastUse: Gauge<'key' | 'operation'>;
   readonly gateReady: Gauge<'migration'>;
   /** Called by the batch processor when a batch ends. */
@@ -54,6 +56,12 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
   const batches = new Gauge({ name: 'rekey_batches', help: 'Batches in the queue by state', labelNames: ['state'] as const, registers: [registry] });
   const batchDuration = new Histogram({ name: 'rekey_batch_duration_seconds', help: 'Time to process one batch', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [registry] });
   const batchesSplit = new Counter({ name: 'rekey_batches_split_total', help: 'Batches that gave their unstarted items to a new batch at the tail of a pass (enumeration done, no batch waiting)', labelNames: ['mode'] as const, registers: [registry] });
+  const batchesRequeued = new Counter({
+    name: 'rekey_batches_requeued_total',
+    help: 'Batches that went back to the queue uncounted: retry (a retryable error past its retries), budget (the KMS budget unavailable), paused (migration-fatal error), shutdown (SIGTERM), split-failed',
+    labelNames: ['mode', 'reason'] as const,
+    registers: [registry],
+  });
   const oldKeyLastUse = new Gauge({ name: 'rekey_old_key_last_use_timestamp_seconds', help: 'Last use of an old key by anyone but the fleet, by operation', labelNames: ['key', 'operation'] as const, registers: [registry] });
   let limiterStats: () => { grantCalls: number; tokensGranted: number } = () => ({ grantCalls: 0, tokensGranted: 0 });
   // Counters read from the limiter at scrape time (it keeps the running totals).
@@ -112,6 +120,7 @@ export function createFleetMetrics(opts: { defaultMetrics?: boolean } = {}): Fle
     batches,
     batchDuration,
     batchesSplit,
+    batchesRequeued,
     oldKeyLastUse,
     gateReady,
     setLimiterStats(read) {

@@ -170,7 +170,8 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     shutdown.removeEventListener('abort', onShutdown);
     releaseJob?.();
     // The batch goes back to the queue uncounted: keep what its finished items did.
-    const carry = async () => {
+    const carry = async (reason: 'retry' | 'budget' | 'paused' | 'shutdown' | 'split-failed') => {
+      metrics?.batchesRequeued.inc({ mode: data.mode, reason });
       if (data.mode !== 'reencrypt') return;
       const finished = new Map<number, CarriedOutcome>();
       all.forEach((r, i) => {
@@ -188,7 +189,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     // A split whose script or enqueue failed may or may not have been recorded: run the batch
     // again, and the next attempt reads what was.
     if (splitFailure) {
-      await carry();
+      await carry('split-failed');
       throw splitFailure;
     }
     const results = all.slice(0, end());
@@ -201,14 +202,15 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
         reason: `${fatal.error.code}: ${oneLine(fatal.error.message)}`,
         from: ['enumerating', 'running', 'verifying'],
       });
-      await carry();
+      await carry('paused');
       await job.moveToDelayed(Date.now() + (deps.pausedRecheckMs ?? 5000), token);
       throw new DelayedError();
     }
     const retries = results.filter((r): r is Extract<ItemResult, { kind: 'retry' }> => r?.kind === 'retry');
     if (retries.length > 0) {
-      await carry();
-      if (retries.some((r) => r.error.code === 'redis-unavailable')) {
+      const budgetDown = retries.some((r) => r.error.code === 'redis-unavailable');
+      await carry(budgetDown ? 'budget' : 'retry');
+      if (budgetDown) {
         // The limiter could not reach the shared budget: the batch waits for it without using one
         // of its attempts, however long Redis stays slow or away (workers stop; they never run unlimited).
         logger.warn({ job: job.id, migration: m.id }, 'KMS budget unavailable: batch back to the queue');
@@ -220,7 +222,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     }
     if (results.some((r) => r === undefined)) {
       // Shutting down: items not started or cut short go back to the queue with the batch; nothing is counted now.
-      await carry();
+      await carry('shutdown');
       await job.moveToDelayed(Date.now(), token);
       throw new DelayedError();
     }

@@ -5,6 +5,7 @@ import { MigrationSpecSchema, RetryableError, type BatchJob, type ItemOutcome, t
 import { cleanupRedisPrefix, createTestRedis, uniquePrefix } from '@rekey/testing';
 import { createAuditLog } from '../src/audit.js';
 import { redisKeys } from '../src/keys.js';
+import { createFleetMetrics } from '../src/metrics.js';
 import { createBatchProcessor, type BatchProcessorDeps } from '../src/processor.js';
 import type { BatchSplitter } from '../src/split.js';
 import { createProgressStore, type BatchRecord, type ProgressStore } from '../src/store.js';
@@ -206,7 +207,8 @@ describe('batch processor: a batch that goes back to the queue (real Redis store
         },
         inspect: async () => ({ state: 'current' }),
       };
-      const processBatch = processorFor(store, source);
+      const metrics = createFleetMetrics();
+      const processBatch = processorFor(store, source, { metrics });
       const items = Array.from({ length: 10 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
       const job = {
         id: 'm-proc.rows.r1.0',
@@ -230,6 +232,7 @@ describe('batch processor: a batch that goes back to the queue (real Redis store
       const c = (await store.counters('m-proc', ['rows']))['rows']!;
       expect(c).toMatchObject({ reencrypted: 9, 'not-in-scope': 1, 'already-current': 0, batchesDone: 1 });
       expect(await redis.hlen(keys.carried('m-proc'))).toBe(0);
+      expect((await metrics.batchesRequeued.get()).values).toEqual([{ labels: { mode: 'reencrypt', reason: 'retry' }, value: 1 }]);
       await store.close();
     } finally {
       await cleanupRedisPrefix(redis, keys.prefix);
