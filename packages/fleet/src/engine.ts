@@ -47,6 +47,22 @@ import { buildStatus, type MigrationStatus } from './status.js';
 import { FleetError } from './errors.js';
 
 /** Everything the engine needs; services read it from config, tests pass it directly. */
+/** Connection and idle timeouts of the engine's data-plane AWS clients, in milliseconds. */
+export interface DataPlaneTimeouts {
+  /** To open a TCP (and TLS) connection. */
+  readonly connectMs: number;
+  /** A KMS response may go this long without a byte: KMS answers in milliseconds. */
+  readonly kmsIdleMs: number;
+  /**
+   * An S3 response may go this long without a byte. Generous: a CopyObject of a large object
+   * answers 200 at once and then stays connected until the copy is done, and AWS documents only
+   * for CompleteMultipartUpload that S3 sends white space meanwhile.
+   */
+  readonly s3IdleMs: number;
+}
+
+export const DATA_PLANE_TIMEOUTS: DataPlaneTimeouts = { connectMs: 5_000, kmsIdleMs: 30_000, s3IdleMs: 300_000 };
+
 export interface EngineOptions {
   readonly redisUrl: string;
   /** Redis key prefix. @defaultValue 'rekey:' */
@@ -55,6 +71,12 @@ export interface EngineOptions {
     readonly region: string;
     readonly endpoint?: string;
     readonly credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+    /**
+     * Timeouts of the data-plane KMS and S3 clients (the SDK has none by default, so one stalled
+     * connection would hold an item, its KMS slot and its batch forever). A timed-out request is
+     * retried like a dropped connection. See {@link DATA_PLANE_TIMEOUTS} for the defaults.
+     */
+    readonly timeouts?: Partial<DataPlaneTimeouts>;
   };
   /** Fleet-wide KMS budget in requests per second; no limiter when unset. */
   readonly kmsBudgetRps?: number;
@@ -182,12 +204,23 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   // One attempt per send (decisions.md #30): the gateway and sendS3 retry, taking a limiter token
   // before each attempt and telling AIMD of each throttle. The SDK's default (3 attempts) would
   // re-send a throttled request twice more without a token, and AIMD would hear of it late or never.
+  const timeouts = { ...DATA_PLANE_TIMEOUTS, ...opts.aws.timeouts };
   const kmsClient = new KMSClient({
     ...clientConfig,
     maxAttempts: 1,
-    requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: kmsSockets }), httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: kmsSockets }) },
+    requestHandler: {
+      httpAgent: new HttpAgent({ keepAlive: true, maxSockets: kmsSockets }),
+      httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: kmsSockets }),
+      connectionTimeout: timeouts.connectMs,
+      socketTimeout: timeouts.kmsIdleMs,
+    },
   });
-  const s3 = new S3Client({ ...clientConfig, maxAttempts: 1, forcePathStyle: Boolean(opts.aws.endpoint) });
+  const s3 = new S3Client({
+    ...clientConfig,
+    maxAttempts: 1,
+    forcePathStyle: Boolean(opts.aws.endpoint),
+    requestHandler: { connectionTimeout: timeouts.connectMs, socketTimeout: timeouts.s3IdleMs },
+  });
   // Control-plane calls (DisableKey, ScheduleKeyDeletion, GetKeyLastUsage, the audit export's
   // S3 requests) spend no cryptographic quota and take no token: they keep the SDK's own retries.
   const controlKms = new KMSClient(clientConfig);

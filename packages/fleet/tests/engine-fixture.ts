@@ -4,7 +4,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import pino from 'pino';
 import type { Migration } from '@rekey/core';
 import { awsClientConfig, cleanupRedisPrefix, createTestRedis, createTestSchema, redisUrl, uniquePrefix, useAwsLocal, type AwsTestEndpoint, type TestSchema } from '@rekey/testing';
-import { createEngine, type Engine, type EngineOptions } from '../src/index.js';
+import { createEngine, type DataPlaneTimeouts, type Engine, type EngineOptions } from '../src/index.js';
 
 /** An in-process fleet on aws-local, Redis (own prefix) and optionally a Postgres schema of its own. */
 export interface EngineFixture {
@@ -28,7 +28,10 @@ export interface EngineFixture {
  * Starts an engine with a coordinator (100 ms ticks) and a worker (2 batches) for a test file.
  * Call it in `beforeAll` and `close()` in `afterAll`.
  */
-export async function startEngineFixture(name: string, o: { db?: boolean; engine?: Partial<EngineOptions> } = {}): Promise<EngineFixture> {
+export async function startEngineFixture(
+  name: string,
+  o: { db?: boolean; engine?: Partial<EngineOptions>; timeouts?: Partial<DataPlaneTimeouts> } = {},
+): Promise<EngineFixture> {
   const ep = await useAwsLocal();
   const kms = new KMSClient(awsClientConfig(ep));
   const s3 = new S3Client({ ...awsClientConfig(ep), forcePathStyle: true });
@@ -37,7 +40,7 @@ export async function startEngineFixture(name: string, o: { db?: boolean; engine
   const engine = await createEngine({
     redisUrl: redisUrl(),
     prefix,
-    aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials },
+    aws: { region: ep.region, endpoint: ep.url, credentials: awsClientConfig(ep).credentials, ...(o.timeouts && { timeouts: o.timeouts }) },
     logger: pino({ level: 'silent' }),
     ...o.engine,
   });

@@ -1,0 +1,45 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { EncryptCommand } from '@aws-sdk/client-kms';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
+
+describe('a KMS endpoint that stops answering (real Redis, Postgres, aws-local)', () => {
+  let f: EngineFixture;
+
+  beforeAll(async () => {
+    // The SDK has no timeout by default: a stalled response would hold its item and batch forever.
+    f = await startEngineFixture('timeouts', { db: true, timeouts: { kmsIdleMs: 300 } });
+  });
+
+  afterAll(async () => {
+    f.ep.local?.controls.setLatency('kms:ReEncrypt', null);
+    await f?.close();
+  });
+
+  it('times out the stalled ReEncrypt calls, retries them, and finishes once KMS answers again', async () => {
+    const oldKey = await f.newKey('timeouts old');
+    const newKey = await f.newKey('timeouts new');
+    const db = f.db!;
+    await db.pool.query('CREATE TABLE secrets (id int PRIMARY KEY, secret bytea NOT NULL)');
+    for (let id = 1; id <= 20; id++) {
+      const ct = (await f.kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from(`s${id}`) }))).CiphertextBlob!;
+      await db.pool.query('INSERT INTO secrets VALUES ($1, $2)', [id, Buffer.from(ct)]);
+    }
+    // Each ReEncrypt now waits 20 s before aws-local answers: without a timeout, every item would too.
+    f.ep.local!.controls.setLatency('kms:ReEncrypt', { fixedMs: 20_000 });
+    const m = await f.engine.createMigration(
+      { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'secrets', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { concurrency: 4 } },
+      'test',
+    );
+    const timedOut = async () =>
+      (await f.engine.metrics.kmsRequests.get()).values.filter((v) => v.labels.operation === 'ReEncrypt' && v.labels.outcome === 'retryable').reduce((n, v) => n + v.value, 0);
+    for (let i = 0; i < 100 && (await timedOut()) < 4; i++) await sleep(100);
+    expect(await timedOut()).toBeGreaterThanOrEqual(4);
+    f.ep.local!.controls.setLatency('kms:ReEncrypt', null);
+
+    const settled = await f.waitUntil(m.id, (x) => ['ready', 'blocked', 'paused'].includes(x.state), 'settling');
+    expect(settled.state).toBe('ready');
+    const st = await f.engine.status(m.id);
+    expect(st.totals.outcomes).toMatchObject({ reencrypted: 20, 'already-current': 0, failed: 0 });
+  });
+});
