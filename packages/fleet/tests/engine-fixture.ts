@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import pino from 'pino';
 import type { Migration } from '@rekey/core';
@@ -18,6 +18,8 @@ export interface EngineFixture {
   readonly prefix: string;
   /** Creates a symmetric key and returns its ARN. */
   newKey(description: string): Promise<string>;
+  /** Creates the table `secrets` (id, secret bytea) in the fixture's schema with rows 1..n encrypted under `keyArn`; returns its source spec. */
+  seedSecrets(keyArn: string, n: number): Promise<{ name: 'rows'; kind: 'postgres'; schema: string; table: 'secrets'; primaryKey: ['id']; column: 'secret' }>;
   /** Polls the migration until `pred` holds (60 s at most). */
   waitUntil(id: string, pred: (m: Migration) => boolean, what: string): Promise<Migration>;
   /** Stops the coordinator and worker, closes the engine, removes the prefix and schema. */
@@ -54,6 +56,15 @@ export async function startEngineFixture(
     db,
     prefix,
     newKey: async (description) => (await kms.send(new CreateKeyCommand({ Description: description }))).KeyMetadata!.Arn!,
+    async seedSecrets(keyArn, n) {
+      if (!db) throw new Error('seedSecrets needs a fixture started with { db: true }');
+      await db.pool.query('CREATE TABLE secrets (id int PRIMARY KEY, secret bytea NOT NULL)');
+      for (let id = 1; id <= n; id++) {
+        const ct = (await kms.send(new EncryptCommand({ KeyId: keyArn, Plaintext: Buffer.from(`s${id}`) }))).CiphertextBlob!;
+        await db.pool.query('INSERT INTO secrets VALUES ($1, $2)', [id, Buffer.from(ct)]);
+      }
+      return { name: 'rows', kind: 'postgres', schema: db.schema, table: 'secrets', primaryKey: ['id'], column: 'secret' };
+    },
     async waitUntil(id, pred, what) {
       for (let i = 0; i < 600; i++) {
         const m = await engine.get(id);

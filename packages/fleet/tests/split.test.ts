@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EncryptCommand } from '@aws-sdk/client-kms';
 import pino from 'pino';
 import { Job } from 'bullmq';
 import type { BatchJob, ItemOutcome, Source } from '@rekey/core';
@@ -27,17 +26,12 @@ describe('splitting batches at the tail of a pass (real Redis, BullMQ, Postgres,
   it('a worker slot left without a batch takes half of a running batch: every row is re-encrypted once and counted once', async () => {
     const oldKey = await f.newKey('split old');
     const newKey = await f.newKey('split new');
-    const db = f.db!;
-    await db.pool.query('CREATE TABLE secrets (id int PRIMARY KEY, secret bytea NOT NULL)');
-    for (let id = 1; id <= 700; id++) {
-      const ct = (await f.kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from(`s${id}`) }))).CiphertextBlob!;
-      await db.pool.query('INSERT INTO secrets VALUES ($1, $2)', [id, Buffer.from(ct)]);
-    }
+    const rows = await f.seedSecrets(oldKey, 700);
     // Pages of 100, 200 and 400 rows at 4 items in flight and 10 ms a ReEncrypt: the 400-row page
     // is the last batch, and the worker's second slot has nothing to take while it runs.
     f.ep.local!.controls.setLatency('kms:ReEncrypt', { fixedMs: 10 });
     const m = await f.engine.createMigration(
-      { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'secrets', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { concurrency: 4 } },
+      { sources: [rows], from: [oldKey], to: newKey, options: { concurrency: 4 } },
       'test',
     );
     const settled = await f.waitUntil(m.id, (x) => ['ready', 'blocked', 'paused'].includes(x.state), 'settling');

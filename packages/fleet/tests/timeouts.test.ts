@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { EncryptCommand } from '@aws-sdk/client-kms';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 
@@ -19,16 +18,11 @@ describe('a KMS endpoint that stops answering (real Redis, Postgres, aws-local)'
   it('times out the stalled ReEncrypt calls, retries them, and finishes once KMS answers again', async () => {
     const oldKey = await f.newKey('timeouts old');
     const newKey = await f.newKey('timeouts new');
-    const db = f.db!;
-    await db.pool.query('CREATE TABLE secrets (id int PRIMARY KEY, secret bytea NOT NULL)');
-    for (let id = 1; id <= 20; id++) {
-      const ct = (await f.kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from(`s${id}`) }))).CiphertextBlob!;
-      await db.pool.query('INSERT INTO secrets VALUES ($1, $2)', [id, Buffer.from(ct)]);
-    }
+    const rows = await f.seedSecrets(oldKey, 20);
     // Each ReEncrypt now waits 20 s before aws-local answers: without a timeout, every item would too.
     f.ep.local!.controls.setLatency('kms:ReEncrypt', { fixedMs: 20_000 });
     const m = await f.engine.createMigration(
-      { sources: [{ name: 'rows', kind: 'postgres', schema: db.schema, table: 'secrets', primaryKey: ['id'], column: 'secret' }], from: [oldKey], to: newKey, options: { concurrency: 4 } },
+      { sources: [rows], from: [oldKey], to: newKey, options: { concurrency: 4 } },
       'test',
     );
     const timedOut = async () =>
