@@ -40,6 +40,15 @@ export const ConfigFileSchema = z.strictObject({
         .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
         .optional()
         .describe('Endpoint override for aws-local or LocalStack; when unset, env AWS_ENDPOINT_URL.'),
+      /** Timeouts of the fleet's KMS and S3 data-plane clients, in milliseconds (docs/decisions.md #35). */
+      timeouts: z
+        .strictObject({
+          connectMs: z.int().min(100).max(600_000).optional().describe('To open a connection (default 5000).'),
+          kmsIdleMs: z.int().min(100).max(3_600_000).optional().describe('A KMS response silent this long is cut and retried (default 30000).'),
+          s3IdleMs: z.int().min(100).max(3_600_000).optional().describe('An S3 response silent this long is cut and retried (default 300000).'),
+        })
+        .optional()
+        .describe("Timeouts of the fleet's KMS and S3 clients in milliseconds."),
     })
     .prefault({}),
   kms: z
@@ -165,7 +174,7 @@ type ParsedFile = z.output<typeof ConfigFileSchema>;
 
 /** The validated, normalised process config. */
 export type Config = Omit<ParsedFile, 'aws' | 'kms'> & {
-  readonly aws: { readonly region: string; readonly endpoint?: string };
+  readonly aws: { readonly region: string; readonly endpoint?: string; readonly timeouts?: NonNullable<ParsedFile['aws']['timeouts']> };
   readonly kms: ParsedFile['kms'] & {
     /** The budget as given (rps or percentage), after the default. */
     readonly budget: number | string;
@@ -335,10 +344,10 @@ export function loadConfig(input: LoadConfigInput): Config {
   if (problems.length > 0) throw new ValidationError(problems);
   const rps = budgetRps(c.kms);
   if (rps === undefined) throw new ValidationError(['kms.budget: could not be computed']);
-  const { endpoint } = c.aws;
+  const { endpoint, timeouts } = c.aws;
   return {
     ...c,
-    aws: { region: c.aws.region ?? 'us-east-1', ...(endpoint !== undefined ? { endpoint } : {}) },
+    aws: { region: c.aws.region ?? 'us-east-1', ...(endpoint !== undefined ? { endpoint } : {}), ...(timeouts !== undefined ? { timeouts } : {}) },
     kms: { ...c.kms, budget: c.kms.budget ?? (c.kms.quotaRps === undefined ? 100 : '50%'), budgetRps: rps },
   };
 }

@@ -50,6 +50,15 @@ describe('loadConfig', () => {
     ]);
   });
 
+  it('takes the fleet clients\' timeouts from aws.timeouts and refuses one that is not a whole number of ms', () => {
+    const config = loadConfig({ yamlText: 'aws:\n  timeouts: { connectMs: 2000, kmsIdleMs: 10000 }\n', env: {} });
+    expect(config.aws.timeouts).toEqual({ connectMs: 2000, kmsIdleMs: 10000 });
+    expect(loadConfig({ env: {} }).aws).not.toHaveProperty('timeouts');
+    const problems = problemsOf({ yamlText: 'aws:\n  timeouts: { s3IdleMs: 1.5, socketMs: 3 }\n', env: {} });
+    expect(problems.join('\n')).toMatch(/aws\.timeouts/);
+    expect(problems.join('\n')).toMatch(/socketMs/);
+  });
+
   it('rejects a REKEY_MONITOR_USAGE that is not a boolean and a negative quiet window', () => {
     const problems = problemsOf({ env: { REKEY_MONITOR_USAGE: 'maybe', REKEY_GATE_QUIET_WINDOW_SECONDS: '-1' } });
 

@@ -77,7 +77,7 @@ export function engineOptionsFromConfig(config: Config, logger: Logger | undefin
   return {
     redisUrl: config.redis.url,
     prefix: config.redis.prefix,
-    aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) },
+    aws: { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}), ...(config.aws.timeouts ? { timeouts: config.aws.timeouts } : {}) },
     ...(config.kms.budgetRps ? { kmsBudgetRps: config.kms.budgetRps } : {}),
     ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
     kmsMinRps: config.kms.minRps,

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readProcessConfig } from '../src/process-config.js';
+import { engineOptionsFromConfig, readProcessConfig } from '../src/process-config.js';
 
 describe('a service reading its config', () => {
   let dir: string;
@@ -33,10 +33,12 @@ describe('a service reading its config', () => {
     expect(env).toEqual({ problems: [expect.stringMatching(/^REKEY_KMS_QUOTA_RPS: /)] });
   });
 
-  it('gives the config when all is well', async () => {
+  it('gives the config when all is well, and the engine gets its AWS client timeouts', async () => {
     const file = join(dir, 'ok.yaml');
-    await writeFile(file, 'redis:\n  prefix: "svc-test:"\n');
+    await writeFile(file, 'redis:\n  prefix: "svc-test:"\naws:\n  timeouts: { kmsIdleMs: 5000 }\n');
     const r = await readProcessConfig('worker', ['node', 'main.js', '--config', file], {});
-    expect('config' in r && r.config.redis.prefix).toBe('svc-test:');
+    if (!('config' in r)) throw new Error(r.problems.join('; '));
+    expect(r.config.redis.prefix).toBe('svc-test:');
+    expect(engineOptionsFromConfig(r.config, undefined, 'test').aws).toEqual({ region: 'us-east-1', timeouts: { kmsIdleMs: 5000 } });
   });
 });
