@@ -40,15 +40,16 @@ export const ConfigFileSchema = z.strictObject({
         .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
         .optional()
         .describe('Endpoint override for aws-local or LocalStack; when unset, env AWS_ENDPOINT_URL.'),
-      /** Timeouts of the fleet's KMS and S3 data-plane clients, in milliseconds (docs/decisions.md #35). */
+      /** Timeouts of the fleet's AWS clients, in milliseconds (docs/decisions.md #35). */
       timeouts: z
         .strictObject({
           connectMs: z.int().min(100).max(600_000).optional().describe('To open a connection (default 5000).'),
           kmsIdleMs: z.int().min(100).max(3_600_000).optional().describe('A KMS response silent this long is cut and retried (default 30000).'),
           s3IdleMs: z.int().min(100).max(3_600_000).optional().describe('An S3 response silent this long is cut and retried (default 300000).'),
+          controlIdleMs: z.int().min(25_000).max(3_600_000).optional().describe('The same for control-plane calls: DisableKey, CloudTrail, the audit export, SQS long polls of up to 20 s (default 60000).'),
         })
         .optional()
-        .describe("Timeouts of the fleet's KMS and S3 clients in milliseconds."),
+        .describe("Timeouts of the fleet's AWS clients in milliseconds."),
     })
     .prefault({}),
   kms: z

@@ -47,21 +47,23 @@ import { buildStatus, type MigrationStatus } from './status.js';
 import { FleetError } from './errors.js';
 
 /** Everything the engine needs; services read it from config, tests pass it directly. */
-/** Connection and idle timeouts of the engine's data-plane AWS clients, in milliseconds. */
-export interface DataPlaneTimeouts {
+/** Connection and idle timeouts of the engine's AWS clients, in milliseconds (docs/decisions.md #35). */
+export interface AwsTimeouts {
   /** To open a TCP (and TLS) connection. */
   readonly connectMs: number;
-  /** A KMS response may go this long without a byte: KMS answers in milliseconds. */
+  /** A response of the fleet's KMS client may go this long without a byte: KMS answers in milliseconds. */
   readonly kmsIdleMs: number;
   /**
-   * An S3 response may go this long without a byte. Generous: a CopyObject of a large object
-   * answers 200 at once and then stays connected until the copy is done, and AWS documents only
-   * for CompleteMultipartUpload that S3 sends white space meanwhile.
+   * A response of the fleet's S3 client may go this long without a byte. Generous: a CopyObject
+   * of a large object answers 200 at once and then stays connected until the copy is done, and
+   * AWS documents only for CompleteMultipartUpload that S3 sends white space meanwhile.
    */
   readonly s3IdleMs: number;
+  /** The control-plane clients (DisableKey, GetKeyLastUsage, CloudTrail, the audit export, SQS long polls of up to 20 s). */
+  readonly controlIdleMs: number;
 }
 
-export const DATA_PLANE_TIMEOUTS: DataPlaneTimeouts = { connectMs: 5_000, kmsIdleMs: 30_000, s3IdleMs: 300_000 };
+export const AWS_TIMEOUTS: AwsTimeouts = { connectMs: 5_000, kmsIdleMs: 30_000, s3IdleMs: 300_000, controlIdleMs: 60_000 };
 
 export interface EngineOptions {
   readonly redisUrl: string;
@@ -72,11 +74,11 @@ export interface EngineOptions {
     readonly endpoint?: string;
     readonly credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
     /**
-     * Timeouts of the data-plane KMS and S3 clients (the SDK has none by default, so one stalled
-     * connection would hold an item, its KMS slot and its batch forever). A timed-out request is
-     * retried like a dropped connection. See {@link DATA_PLANE_TIMEOUTS} for the defaults.
+     * Timeouts of the AWS clients (the SDK has none by default, so one stalled connection would
+     * hold an item, its KMS slot and its batch, or the coordinator's gate check, forever). A
+     * timed-out request is retried like a dropped connection. See {@link AWS_TIMEOUTS} for the defaults.
      */
-    readonly timeouts?: Partial<DataPlaneTimeouts>;
+    readonly timeouts?: Partial<AwsTimeouts>;
   };
   /** Fleet-wide KMS budget in requests per second; no limiter when unset. */
   readonly kmsBudgetRps?: number;
@@ -204,7 +206,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   // One attempt per send (decisions.md #30): the gateway and sendS3 retry, taking a limiter token
   // before each attempt and telling AIMD of each throttle. The SDK's default (3 attempts) would
   // re-send a throttled request twice more without a token, and AIMD would hear of it late or never.
-  const timeouts = { ...DATA_PLANE_TIMEOUTS, ...opts.aws.timeouts };
+  const timeouts = { ...AWS_TIMEOUTS, ...opts.aws.timeouts };
   const kmsClient = new KMSClient({
     ...clientConfig,
     maxAttempts: 1,
@@ -223,8 +225,9 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   });
   // Control-plane calls (DisableKey, ScheduleKeyDeletion, GetKeyLastUsage, the audit export's
   // S3 requests) spend no cryptographic quota and take no token: they keep the SDK's own retries.
-  const controlKms = new KMSClient(clientConfig);
-  const controlS3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(opts.aws.endpoint) });
+  const control = { ...clientConfig, requestHandler: { connectionTimeout: timeouts.connectMs, socketTimeout: timeouts.controlIdleMs } };
+  const controlKms = new KMSClient(control);
+  const controlS3 = new S3Client({ ...control, forcePathStyle: Boolean(opts.aws.endpoint) });
   metrics.setInFlight(inFlight);
   // One limiter per (account, Region); each migration's sources get a gateway bound to its fair share.
   const budget: FleetBudget | undefined = opts.kmsBudgetRps
@@ -598,7 +601,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       const enumerator = createEnumerator({ redis, keys, queue, sources, logger, owner: `${actor}:${randomBytes(4).toString('hex')}` });
       let monitor: UsageMonitor | undefined;
       if (opts.monitorUsage ?? true) {
-        cloudtrail ??= new CloudTrailClient(clientConfig);
+        cloudtrail ??= new CloudTrailClient(control);
         monitor = createUsageMonitor({
           kms: controlKms,
           cloudtrail,
@@ -631,7 +634,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       monitor?.start();
       let intake: ReturnType<typeof createIntake> | undefined;
       if (opts.intake) {
-        sqs ??= new SQSClient(clientConfig);
+        sqs ??= new SQSClient(control);
         intake = createIntake({
           settings: opts.intake,
           sqs,

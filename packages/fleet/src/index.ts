@@ -1,5 +1,5 @@
-export { createEngine, DATA_PLANE_TIMEOUTS } from './engine.js';
-export type { Engine, EngineOptions, DataPlaneTimeouts, FinalizeOptions, FinalizeResult } from './engine.js';
+export { createEngine, AWS_TIMEOUTS } from './engine.js';
+export type { Engine, EngineOptions, AwsTimeouts, FinalizeOptions, FinalizeResult } from './engine.js';
 export { buildApi, requestToken } from './api.js';
 export type { ApiOptions } from './api.js';
 export { redisKeys } from './keys.js';

@@ -4,7 +4,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import pino from 'pino';
 import type { Migration } from '@rekey/core';
 import { awsClientConfig, cleanupRedisPrefix, createTestRedis, createTestSchema, redisUrl, uniquePrefix, useAwsLocal, type AwsTestEndpoint, type TestSchema } from '@rekey/testing';
-import { createEngine, type DataPlaneTimeouts, type Engine, type EngineOptions } from '../src/index.js';
+import { createEngine, type AwsTimeouts, type Engine, type EngineOptions } from '../src/index.js';
 
 /** An in-process fleet on aws-local, Redis (own prefix) and optionally a Postgres schema of its own. */
 export interface EngineFixture {
@@ -32,7 +32,7 @@ export interface EngineFixture {
  */
 export async function startEngineFixture(
   name: string,
-  o: { db?: boolean; engine?: Partial<EngineOptions>; timeouts?: Partial<DataPlaneTimeouts> } = {},
+  o: { db?: boolean; engine?: Partial<EngineOptions>; timeouts?: Partial<AwsTimeouts> } = {},
 ): Promise<EngineFixture> {
   const ep = await useAwsLocal();
   const kms = new KMSClient(awsClientConfig(ep));
