@@ -36,4 +36,4 @@ export { auditKeys, keyAuditCsv, keyAuditTable, DISABLED_BY_TAG, KEYS_AUDIT_ID, 
 export type { KeyAuditOptions, KeyAuditResult, KeyAuditRow, KeyAuditFlag, KeyAuditFlagCode } from './keys-audit.js';
 export { planMigration, planLines } from './plan.js';
 export type { PlanOptions, PlanTarget, PlanPrices, PlanRequests, SourcePlan, MigrationPlan } from './plan.js';
-export { processLogger, loadProcessConfig, readProcessConfig, engineOptionsFromConfig, closeOnSignals, routeWarnings, warningLine } from './process-config.js';
+export { processLogger, loadProcessConfig, readProcessConfig, awsClientConfig, engineOptionsFromConfig, closeOnSignals, routeWarnings, warningLine } from './process-config.js';

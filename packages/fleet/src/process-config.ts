@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
 import { loadConfig, locateConfigProblems, ValidationError, type Config, type ConfigRole } from '@rekey/core';
-import type { EngineOptions } from './engine.js';
+import { AWS_TIMEOUTS, type EngineOptions } from './engine.js';
 
 /** Fields pino redacts in every Rekey process: key material, ciphertext and credentials. */
 const REDACT = ['*.ciphertext', '*.plaintext', '*.CiphertextBlob', '*.Plaintext', '*.token', '*.secretAccessKey'];
@@ -88,6 +88,20 @@ export function engineOptionsFromConfig(config: Config, logger: Logger | undefin
     usageMonitor: { intervalMs: config.gate.monitorIntervalSeconds * 1000, ...(config.gate.fleetPrincipals ? { fleetPrincipals: config.gate.fleetPrincipals } : {}) },
     ...(logger ? { logger } : {}),
     actor,
+  };
+}
+
+/**
+ * The AWS SDK client config of a one-off command (the CLI): Region, endpoint, and the
+ * control-plane timeouts of `aws.timeouts` (see docs/decisions.md #35), so a stalled connection
+ * fails the command instead of hanging it.
+ */
+export function awsClientConfig(config: Config) {
+  const t = { ...AWS_TIMEOUTS, ...config.aws.timeouts };
+  return {
+    region: config.aws.region,
+    ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}),
+    requestHandler: { connectionTimeout: t.connectMs, socketTimeout: t.controlIdleMs },
   };
 }
 

@@ -7,7 +7,7 @@
 import { Option, type Command } from 'commander';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { loadConfig } from '@rekey/core';
-import { auditKeys, connectAuditLog, keyAuditCsv, keyAuditTable, type KeyAuditResult } from '@rekey/fleet';
+import { auditKeys, awsClientConfig, connectAuditLog, keyAuditCsv, keyAuditTable, type KeyAuditResult } from '@rekey/fleet';
 import { CliError, EXIT } from '../errors.js';
 
 interface KeysAuditFlags {
@@ -44,7 +44,7 @@ export function registerKeysAudit(program: Command): void {
       const maxAgeDays = days(f.maxAgeDays, '--max-age-days');
       const recentDays = days(f.recentDays, '--recent-days');
       const config = loadConfig({ env: process.env, role: 'cli' });
-      const kms = new KMSClient({ region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) });
+      const kms = new KMSClient(awsClientConfig(config));
       const log = f.fix ? await connectAuditLog(config.redis.url, config.redis.prefix) : undefined;
       try {
         const r = await auditKeys({

@@ -8,7 +8,7 @@ import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import type { Command } from 'commander';
 import { loadConfig, parseMigrationSpec, type Config, type SourceSpec } from '@rekey/core';
-import { createAuditLog, createFleetBudget, planLines, planMigration, redisKeys, type PlanTarget } from '@rekey/fleet';
+import { awsClientConfig, createAuditLog, createFleetBudget, planLines, planMigration, redisKeys, type PlanTarget } from '@rekey/fleet';
 import { createKmsGateway, type KmsGateway } from '@rekey/kms';
 import { Redis } from 'ioredis';
 import pino from 'pino';
@@ -79,7 +79,7 @@ async function planBudget(config: Config) {
     throw new CliError(`plan takes its KMS requests from the fleet's budget in Redis, and Redis is not reachable at ${config.redis.url}: ${(err as Error).message}`);
   }
   const keys = redisKeys(config.redis.prefix);
-  const client = new KMSClient({ region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}), maxAttempts: 1 });
+  const client = new KMSClient({ ...awsClientConfig(config), maxAttempts: 1 });
   // The fleet's own budget: the same limiters, AIMD settings and `rekey budget` override as workers.
   const budget = createFleetBudget({
     redis,
@@ -128,7 +128,7 @@ export function registerPlan(program: Command): void {
       const prices = { kmsPer10k: positive(f.kmsPrice, '--kms-price', true), s3WritePer1k: positive(f.s3WritePrice, '--s3-write-price', true), s3ReadPer1k: positive(f.s3ReadPrice, '--s3-read-price', true) };
       const { config, plans } = await inputs(f);
       const budgetRps = f.budget !== undefined ? positive(f.budget, '--budget') : config.kms.budgetRps;
-      const clientConfig = { region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) };
+      const clientConfig = awsClientConfig(config);
       const s3 = new S3Client({ ...clientConfig, forcePathStyle: Boolean(config.aws.endpoint) });
       const kms = createKmsGateway({ clientConfig });
       const pool = new pg.Pool({ connectionString: process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test', max: 4 });

@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { loadConfig, type Config, type SourceSpec } from '@rekey/core';
 import {
+  awsClientConfig,
   connectAuditLog,
   createEngine,
   engineOptionsFromConfig,
@@ -121,7 +122,7 @@ export function registerRotate(program: Command, local: () => boolean): void {
       const config = await loadConfigFile(f.file);
       const sources = boundSources(config, alias);
       const actor = `cli:${process.env['USER'] ?? 'local'}`;
-      const kms = new KMSClient({ region: config.aws.region, ...(config.aws.endpoint ? { endpoint: config.aws.endpoint } : {}) });
+      const kms = new KMSClient(awsClientConfig(config));
       const closers: (() => Promise<void>)[] = [async () => kms.destroy()];
       try {
         let migrations: RotationMigrations;
