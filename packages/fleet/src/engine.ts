@@ -46,7 +46,6 @@ import { createProgressStore, type ProgressStore, type SourceCounters, type Fail
 import { buildStatus, type MigrationStatus } from './status.js';
 import { FleetError } from './errors.js';
 
-/** Everything the engine needs; services read it from config, tests pass it directly. */
 /** Connection and idle timeouts of the engine's AWS clients, in milliseconds (docs/decisions.md #35). */
 export interface AwsTimeouts {
   /** To open a TCP (and TLS) connection. */
@@ -63,8 +62,10 @@ export interface AwsTimeouts {
   readonly controlIdleMs: number;
 }
 
+/** The timeouts the engine's AWS clients use unless `aws.timeouts` says otherwise. */
 export const AWS_TIMEOUTS: AwsTimeouts = { connectMs: 5_000, kmsIdleMs: 30_000, s3IdleMs: 300_000, controlIdleMs: 60_000 };
 
+/** Everything the engine needs; services read it from config, tests pass it directly. */
 export interface EngineOptions {
   readonly redisUrl: string;
   /** Redis key prefix. @defaultValue 'rekey:' */
