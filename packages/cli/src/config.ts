@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
-import { loadConfig, locateConfigProblems, ValidationError, type Config } from '@rekey/core';
+import { configReadReason, loadConfig, locateConfigProblems, ValidationError, type Config } from '@rekey/core';
 import { createEngine, engineOptionsFromConfig, type Engine } from '@rekey/fleet';
 import { CliError, EXIT } from './errors.js';
 
@@ -17,12 +17,6 @@ export function configPath(flag: string | undefined, env: NodeJS.ProcessEnv = pr
   }
   const v = env['REKEY_CONFIG']?.trim();
   return v ? { path: v, from: 'REKEY_CONFIG' } : undefined;
-}
-
-const READ_REASONS: Record<string, string> = { ENOENT: 'no such file', EISDIR: 'is a directory, not a file', EACCES: 'permission denied', EPERM: 'permission denied' };
-
-function readReason(err: NodeJS.ErrnoException): string {
-  return (err.code !== undefined ? READ_REASONS[err.code] : undefined) ?? err.message;
 }
 
 /** One line for config problems, located in the file given (see core's `locateConfigProblems`). */
@@ -41,7 +35,7 @@ export async function loadCliConfig(flag: string | undefined, env: NodeJS.Proces
     try {
       yamlText = await readFile(named.path, 'utf8');
     } catch (err) {
-      throw new CliError(`${named.from} ${named.path}: ${readReason(err as NodeJS.ErrnoException)}`, EXIT.usage);
+      throw new CliError(`${named.from} ${named.path}: ${configReadReason(err)}`, EXIT.usage);
     }
   }
   try {

@@ -353,6 +353,14 @@ export function loadConfig(input: LoadConfigInput): Config {
   };
 }
 
+const READ_REASONS: Record<string, string> = { ENOENT: 'no such file', EISDIR: 'is a directory, not a file', EACCES: 'permission denied', EPERM: 'permission denied' };
+
+/** Why a config file could not be read, in a few words (`no such file`, `permission denied`, …). */
+export function configReadReason(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return (code !== undefined ? READ_REASONS[code] : undefined) ?? (err instanceof Error ? err.message : String(err));
+}
+
 /**
  * The problems of {@link loadConfig} as the user's file names them: core calls the YAML text
  * `rekey.yaml`; here it becomes `path` (or `config` without a file). Problems of an environment

@@ -77,7 +77,7 @@ export {
 } from './jobs.js';
 export type { BatchJob, ItemJob, JobPayloads, JobName } from './jobs.js';
 
-export { ConfigFileSchema, loadConfig, configJsonSchema, locateConfigProblems } from './config.js';
+export { ConfigFileSchema, loadConfig, configJsonSchema, configReadReason, locateConfigProblems } from './config.js';
 export type { Config, ConfigFile, ConfigRole, LoadConfigInput } from './config.js';
 
 export { formatIssues, parseOrThrow } from './validation.js';

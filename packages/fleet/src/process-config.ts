@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import pino, { type Logger } from 'pino';
-import { loadConfig, locateConfigProblems, ValidationError, type Config, type ConfigRole } from '@rekey/core';
+import { configReadReason, loadConfig, locateConfigProblems, ValidationError, type Config, type ConfigRole } from '@rekey/core';
 import { AWS_TIMEOUTS, type EngineOptions } from './engine.js';
 
 /** Fields pino redacts in every Rekey process: key material, ciphertext and credentials. */
@@ -49,8 +49,7 @@ export async function readProcessConfig(
   try {
     yamlText = path ? await readFile(path, 'utf8') : undefined;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return { problems: [`${from} ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory, not a file' : (err as Error).message}`] };
+    return { problems: [`${from} ${path}: ${configReadReason(err)}`] };
   }
   try {
     return { config: loadConfig({ ...(yamlText !== undefined ? { yamlText } : {}), env, role }) };
