@@ -34,6 +34,7 @@ import { createFleetBudget, type FleetBudget } from './budget.js';
 import { createCoordinator } from './coordinator.js';
 import { createEnumerator } from './enumerator.js';
 import { computeGate, type GateResult, type OldKeyUsage } from './gate.js';
+import { createSettler } from './settle.js';
 import { redisKeys, type RedisKeys } from './keys.js';
 import { createFleetMetrics, type FleetMetrics } from './metrics.js';
 import { createBatchProcessor, type SourceRegistry } from './processor.js';
@@ -407,21 +408,13 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     }
   }
 
-  async function settle(m: Migration): Promise<void> {
-    const gate = await gateOf(m);
-    metrics.gateReady.set({ migration: m.id }, gate.ready ? 1 : 0);
-    const reason = gate.conditions.filter((c) => !c.ok).map((c) => c.detail).join('; ');
-    if (gate.ready && m.state !== 'ready') {
-      await store.transition(m.id, 'ready', { actor, from: ['verifying', 'blocked'] });
-    } else if (!gate.ready && m.state !== 'blocked') {
-      await store.transition(m.id, 'blocked', { actor, from: ['verifying', 'ready'], reason });
-    } else if (!gate.ready && m.reason !== reason) {
-      await store.patch(m.id, { reason });
-    }
-    if (gate.ready && m.spec.options.autoFinalize) {
-      await finalize(m.id, { actor: `${actor}:autoFinalize` });
-    }
-  }
+  const settle = createSettler({
+    store,
+    gateOf,
+    actor,
+    onGate: (m, gate) => metrics.gateReady.set({ migration: m.id }, gate.ready ? 1 : 0),
+    autoFinalize: async (m) => void (await finalize(m.id, { actor: `${actor}:autoFinalize` })),
+  });
 
   async function resetVerify(m: Migration): Promise<void> {
     const pipe = redis.pipeline();
@@ -621,7 +614,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       const settleFresh = monitor
         ? async (m: Migration) => {
             await monitor.ensureFresh(m);
-            await settle((await store.get(m.id)) ?? m);
+            await settle(m);
           }
         : settle;
       const coordinator = createCoordinator({ store, enumerator, logger, actor, settle: settleFresh, exportAudit: exportAuditOf, tickMs: c.tickMs ?? 500 });

@@ -70,7 +70,16 @@ export interface ProgressStore {
   transition(
     id: string,
     to: MigrationState,
-    opts: { actor: string; reason?: string; force?: boolean; from?: readonly MigrationState[]; patch?: Partial<Migration> },
+    opts: {
+      actor: string;
+      reason?: string;
+      force?: boolean;
+      /** Change nothing (and return the record) unless the state is one of these. */
+      from?: readonly MigrationState[];
+      /** Change nothing (and return the record) unless the migration is still in this verify round. */
+      ifVerifyRound?: number | undefined;
+      patch?: Partial<Migration>;
+    },
   ): Promise<Migration>;
   /** Saves fields that are not the state (timestamps, reason); publishes nothing, so a coordinator may patch on every tick. */
   patch(id: string, patch: Partial<Migration>): Promise<void>;
@@ -152,7 +161,7 @@ export function createProgressStore(redis: Redis, keys: RedisKeys, audit: AuditL
           await redis.unwatch();
           throw new Error(`migration ${id} does not exist`);
         }
-        if (opts.from && !opts.from.includes(m.state)) {
+        if ((opts.from && !opts.from.includes(m.state)) || ('ifVerifyRound' in opts && m.verifyRound !== opts.ifVerifyRound)) {
           await redis.unwatch();
           return m;
         }
