@@ -69,6 +69,11 @@ export interface ItemContext {
   readonly migrationId: string;
   /** Dry run: decide the outcome but write nothing and call no KMS write operation. */
   readonly dryRun: boolean;
+  /**
+   * What this source's `readAhead` returned for the item, on the item's first try in a batch.
+   * It may be seconds old: the source still writes conditionally, and reads again on a conflict.
+   */
+  readonly readAhead?: unknown;
 }
 
 /** A source of encrypted items. Implementations classify AWS/SQL errors through their package's single classifier. */
@@ -87,6 +92,13 @@ export interface Source {
   reencrypt(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome>;
   /** Verify mode: reads only. */
   inspect(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<Inspection>;
+  /**
+   * Optional: reads the state of many items in one round trip (a Postgres `SELECT … IN`), so a
+   * batch does not read row by row. Returns one entry per item, in order, each handed back as
+   * `ctx.readAhead`; the worker reads a batch ahead a window at a time, and if this throws the
+   * items are read one by one as usual.
+   */
+  readAhead?(items: readonly ItemRef[], signal: AbortSignal): Promise<readonly unknown[]>;
   /** Releases connections. */
   close?(): Promise<void>;
 }

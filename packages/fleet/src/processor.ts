@@ -18,6 +18,7 @@ import type { CounterField } from '@rekey/core';
 import { outcomeIncrements, type CarriedOutcome, type ProgressStore } from './store.js';
 import type { FleetMetrics } from './metrics.js';
 import { followSplits, type BatchSplitter } from './split.js';
+import { readAheadWindow, windowedReadAhead } from './read-ahead.js';
 
 /** Gives the source object of a migration (built once per migration and source, then cached). */
 export interface SourceRegistry {
@@ -127,6 +128,12 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
     const carried =
       data.mode === 'reencrypt' && (job.attemptsStarted > 1 || job.attemptsMade > 0) ? await store.carried(ref) : new Map<number, CarriedOutcome>();
     const releaseJob = deps.holdJob?.(m.id, job, token);
+    const readAhead = windowedReadAhead(source, data.items, {
+      window: readAheadWindow(options.concurrency),
+      signal: abort.signal,
+      skip: (i) => carried.has(i),
+      onError: (err) => logger.warn({ job: job.id, migration: m.id, err: (err as Error)?.message }, 'read-ahead failed: reading these items one by one'),
+    });
 
     const all = await mapBounded(
       data.items,
@@ -135,12 +142,14 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
         tail?.started(index);
         const before = carried.get(index);
         if (before) return { kind: 'outcome', ...before };
+        const ahead = await readAhead?.(index);
+        const itemCtx = ahead === undefined ? ctx : { ...ctx, readAhead: ahead };
         try {
           if (data.mode === 'verify') {
-            const ins = await source.inspect(item, plan, ctx);
+            const ins = await source.inspect(item, plan, itemCtx);
             return { kind: 'outcome', outcome: 'already-current', verify: ins.state, ...(ins.reason ? { reason: ins.reason } : {}) };
           }
-          const r = await source.reencrypt(item, plan, ctx);
+          const r = await source.reencrypt(item, plan, itemCtx);
           return { kind: 'outcome', outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: oneLine(r.reason) } : {}) };
         } catch (err) {
           // Cut short by SIGTERM (in its KMS call or waiting for a slot): not an outcome. The

@@ -272,3 +272,54 @@ describe('batch processor: the KMS budget unreachable', () => {
     expect(delayed[0]).toBeGreaterThanOrEqual(before + 1000);
   });
 });
+
+describe('batch processor: reading a batch ahead', () => {
+  const jobOf = (n: number, mode: BatchJob['mode']) =>
+    ({
+      id: `m-proc.rows.r1.${mode}`,
+      data: { migrationId: 'm-proc', source: 'rows', page: 0, items: Array.from({ length: n }, (_, i) => ({ kind: 'row' as const, pk: [String(i)] })), mode },
+      attemptsMade: 0,
+      opts: { attempts: 5 },
+    }) as unknown as Job<BatchJob>;
+
+  /** A source that reads ahead (or fails to) and notes what each item was handed. */
+  function readingSource(reads: number[], handed: unknown[], fail: boolean): Source {
+    const note = (item: BatchJob['items'][number], ahead: unknown) => void (handed[Number(item.kind === 'row' ? item.pk[0] : -1)] = ahead ?? 'none');
+    return {
+      kind: 'postgres',
+      name: 'rows',
+      list: async () => ({ items: [], next: null }),
+      reencrypt: async (item, _plan, ctx) => (note(item, ctx.readAhead), { outcome: 'reencrypted' }),
+      inspect: async (item, _plan, ctx) => (note(item, ctx.readAhead), { state: 'current' }),
+      readAhead: async (items) => {
+        reads.push(items.length);
+        if (fail) throw new Error('Connection terminated unexpectedly');
+        return items.map((i) => `row ${i.kind === 'row' ? String(i.pk[0]) : ''}`);
+      },
+    };
+  }
+
+  it.each(['reencrypt', 'verify'] as const)('%s: every item gets its row, read a window (64 rows at concurrency 4) at a time', async (mode) => {
+    const reads: number[] = [];
+    const handed: unknown[] = [];
+    const recorded: BatchRecord[] = [];
+    const store = { get: async () => migration, recordBatch: async (r: BatchRecord) => (recorded.push(r), true) } as unknown as ProgressStore;
+
+    await processorFor(store, readingSource(reads, handed, false))(jobOf(150, mode), 'token');
+
+    expect(handed).toEqual(Array.from({ length: 150 }, (_, i) => `row ${i}`));
+    expect(reads).toEqual([64, 64, 22]);
+    expect(recorded[0]?.processed).toBe(150);
+  });
+
+  it('when the read-ahead fails, the items are read one by one and all counted', async () => {
+    const handed: unknown[] = [];
+    const recorded: BatchRecord[] = [];
+    const store = { get: async () => migration, recordBatch: async (r: BatchRecord) => (recorded.push(r), true) } as unknown as ProgressStore;
+
+    await processorFor(store, readingSource([], handed, true))(jobOf(10, 'reencrypt'), 'token');
+
+    expect(handed).toEqual(Array.from({ length: 10 }, () => 'none'));
+    expect(recorded[0]).toMatchObject({ processed: 10, increments: { reencrypted: 10 } });
+  });
+});

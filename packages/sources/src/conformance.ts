@@ -3,7 +3,7 @@
  * Redis client in BullMQ. A test file supplies a harness (a source over a fresh bucket or schema,
  * and ways to seed, read back, mutate and remove items); the suite checks the contract's
  * behaviour: enumeration, re-encryption with identical content, idempotence, scope, gone items,
- * no lost concurrent write, verify mode and dry run.
+ * no lost concurrent write (also after a read-ahead), verify mode and dry run.
  *
  * @example
  * describeSourceConformance('s3-sse-kms copy', async ({ pageSize }) => makeS3Harness({ strategy: 'copy', pageSize }));
@@ -186,6 +186,24 @@ export function describeSourceConformance(name: string, factory: HarnessFactory)
       expect(['reencrypted', 'already-current']).toContain(again.outcome);
       expect(await h.currentKeyOf(item)).toBe(h.plan.to);
       expect((await h.readPlain(item)).equals(written as Buffer)).toBe(true);
+    });
+
+    it('a batch read ahead (when the source reads ahead) moves like items read one by one, and a write after the read-ahead is kept', async (t) => {
+      const readAhead = h.source.readAhead?.bind(h.source);
+      if (!readAhead) return t.skip();
+      const items = await h.seed(4);
+      const before = await Promise.all(items.map((i) => h.readPlain(i)));
+      const ahead = await readAhead(items, new AbortController().signal);
+      const written = await h.mutate(items[0] as ItemRef);
+
+      const outcomes = await Promise.all(items.map((i, k) => h.source.reencrypt(i, h.plan, { ...context(), readAhead: ahead[k] })));
+
+      expect(ahead).toHaveLength(items.length);
+      expect(outcomes.map((o) => o.outcome)).toEqual(items.map(() => 'reencrypted'));
+      for (const [k, item] of items.entries()) {
+        expect(await h.currentKeyOf(item)).toBe(h.plan.to);
+        expect((await h.readPlain(item)).equals(k === 0 ? written : (before[k] as Buffer))).toBe(true);
+      }
     });
 
     it('inspect reports old-key, then current after reencrypt, and writes nothing', async () => {

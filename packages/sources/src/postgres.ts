@@ -1,7 +1,8 @@
 /**
  * The `postgres` source: one column of a table holding a raw KMS ciphertext blob (`kms-blob`) or
  * a Rekey binary envelope (`rekey-envelope`). Enumeration is keyset pagination on the primary key;
- * the write is a compare-and-swap `UPDATE … WHERE pk = $pk AND col = $old`.
+ * the write is a compare-and-swap `UPDATE … WHERE pk = $pk AND col = $old`. A batch reads its rows
+ * ahead with one `SELECT … WHERE pk IN (…)` per window (`readAhead`) instead of one SELECT per row.
  *
  * @example
  * const source = createPostgresSource(
@@ -80,6 +81,20 @@ function parseCursor(cursor: Cursor, width: number): (string | number)[] {
   return parsed as (string | number)[];
 }
 
+/** Rows per read-ahead query (Postgres takes at most 65,535 parameters). */
+const READ_AHEAD_MAX = 500;
+
+const pkKey = (values: readonly (string | number)[]) => JSON.stringify(values.map(String));
+
+/** One row as a batch's read-ahead found it (`ctx.readAhead`). */
+class RowReadAhead {
+  constructor(
+    readonly source: symbol,
+    readonly pk: string,
+    readonly row: Record<string, unknown>,
+  ) {}
+}
+
 /**
  * Creates the `postgres` source. With a connection string it owns its pool and `close()` ends it.
  * @throws SourceError `wrong-client` when `deps.pool` has no `query` or `deps.kms` is not a gateway.
@@ -114,6 +129,9 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     ...(spec.contextColumn !== undefined ? [`${quoteIdent(spec.contextColumn)} AS ctx`] : []),
     ...(spec.keyIdColumn !== undefined ? [`${quoteIdent(spec.keyIdColumn)} AS kid`] : []),
   ].join(', ');
+  const readAheadSelect = `SELECT ${pk.map((c, i) => `${quoteIdent(c)}::text AS k${i}`).join(', ')}, ${selectCols} FROM ${table}`;
+  // Marks this source's read-aheads, so that another source's (or a forged) value is never taken for a row.
+  const readAheadTag = Symbol(spec.name);
   const listSql = (after: boolean, limit: number) =>
     `SELECT ${pk.map((c, i) => `${quoteIdent(c)}::text AS k${i}`).join(', ')} FROM ${table}` +
     (after ? ` WHERE (${pkList}) > (${pk.map((_, i) => `$${i + 1}`).join(', ')})` : '') +
@@ -143,10 +161,8 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     readonly keyId: string | undefined;
   }
 
-  /** Reads the row; `gone`/`not-in-scope`/`failed` come back as an outcome. */
-  async function read(ref: RowRef, signal: AbortSignal): Promise<ReadRow | ItemOutcome> {
-    const res = await query('SELECT', `SELECT ${selectCols} FROM ${table} WHERE ${pkTuple(0)}`, [...ref.pk], signal);
-    const row = res.rows[0];
+  /** What a stored row (or its absence) means; `gone`/`not-in-scope`/`failed` come back as an outcome. */
+  function rowState(ref: RowRef, row: Record<string, unknown> | undefined): ReadRow | ItemOutcome {
     if (row === undefined) return { outcome: 'gone', reason: `row ${where(ref)} no longer exists` };
     if (row['v'] === null || row['v'] === undefined) return { outcome: 'not-in-scope', reason: `column ${spec.column} is NULL` };
     const value = storedValue(row['v']);
@@ -154,6 +170,13 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     const context = spec.contextColumn !== undefined ? parseContext(row['ctx'], spec.contextColumn) : spec.context;
     const kid = row['kid'];
     return { value, context, keyId: typeof kid === 'string' && kid !== '' ? kid : undefined };
+  }
+
+  /** Reads the row, or takes it from the batch's read-ahead on the item's first try. */
+  async function read(ref: RowRef, signal: AbortSignal, ahead?: unknown): Promise<ReadRow | ItemOutcome> {
+    if (ahead instanceof RowReadAhead && ahead.source === readAheadTag && ahead.pk === pkKey(ref.pk)) return rowState(ref, ahead.row);
+    const res = await query('SELECT', `SELECT ${selectCols} FROM ${table} WHERE ${pkTuple(0)}`, [...ref.pk], signal);
+    return rowState(ref, res.rows[0]);
   }
 
   /** The key a row is under when it can be told without KMS: the envelope header or the key-id column. */
@@ -178,8 +201,8 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     return { outcome: 'not-in-scope', fromKey: keyArn, reason: `under ${keyArn}, which is not a from key` };
   }
 
-  async function attempt(ref: RowRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome> {
-    const r = await read(ref, ctx.signal);
+  async function attempt(ref: RowRef, plan: KeyPlan, ctx: ItemContext, ahead: unknown): Promise<ItemOutcome> {
+    const r = await read(ref, ctx.signal, ahead);
     if ('outcome' in r) return r;
     const known = knownKey(r);
     // A refresh must ask KMS about key material, so a known key only short-cuts a normal migration.
@@ -226,12 +249,22 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     },
     async reencrypt(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<ItemOutcome> {
       const ref = asRow(item);
-      return withConflictRetries(() => attempt(ref, plan, ctx), maxRetries, `row ${where(ref)}`);
+      // The read-ahead serves the first try only: after a conflict the row is read again.
+      let ahead = ctx.readAhead;
+      return withConflictRetries(
+        () => {
+          const first = ahead;
+          ahead = undefined;
+          return attempt(ref, plan, ctx, first);
+        },
+        maxRetries,
+        `row ${where(ref)}`,
+      );
     },
     async inspect(item: ItemRef, plan: KeyPlan, ctx: ItemContext): Promise<Inspection> {
       const ref = asRow(item);
       try {
-        const r = await read(ref, ctx.signal);
+        const r = await read(ref, ctx.signal, ctx.readAhead);
         if ('outcome' in r) return { state: r.outcome === 'gone' ? 'gone' : 'other', ...(r.reason !== undefined && { reason: r.reason }) };
         const known = knownKey(r);
         if (known.keyArn !== undefined && plan.refresh !== true) {
@@ -246,6 +279,22 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
         if (err instanceof ItemError) return { state: err.outcome === 'gone' ? 'gone' : 'other', reason: err.message };
         throw err;
       }
+    },
+    async readAhead(items: readonly ItemRef[], signal: AbortSignal): Promise<readonly unknown[]> {
+      const refs = items.map(asRow);
+      const found = new Map<string, Record<string, unknown>>();
+      for (let at = 0; at < refs.length; at += READ_AHEAD_MAX) {
+        const chunk = refs.slice(at, at + READ_AHEAD_MAX);
+        const tuples = chunk.map((_, r) => `(${pk.map((_, i) => `$${r * pk.length + i + 1}`).join(', ')})`).join(', ');
+        const res = await query('SELECT', `${readAheadSelect} WHERE (${pkList}) IN (${tuples})`, chunk.flatMap((ref) => [...ref.pk]), signal);
+        for (const row of res.rows) found.set(pkKey(pk.map((_, i) => row[`k${i}`] as string)), row);
+      }
+      // A row the query did not return is read again on its own: its key may be spelled differently
+      // from Postgres's text form (`007` for 7), so its absence here does not prove it gone.
+      return refs.map((ref) => {
+        const row = found.get(pkKey(ref.pk));
+        return row === undefined ? undefined : new RowReadAhead(readAheadTag, pkKey(ref.pk), row);
+      });
     },
     async close() {
       await owned?.end();

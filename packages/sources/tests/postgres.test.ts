@@ -143,3 +143,99 @@ describe('postgres', () => {
     expect(() => createPostgresSource(spec, { pool: {} as never, kms: world.gateway })).toThrow(SourceError);
   });
 });
+
+describe('postgres read-ahead', () => {
+  /** The source of `setup`, again over a pool that records each statement's first word. */
+  async function counted(extra: Partial<PostgresSourceSpec> = {}) {
+    const s = await setup(extra);
+    const statements: string[] = [];
+    const pool = {
+      query: (text: string, values?: unknown[]) => {
+        statements.push(text.split(' ')[0]!);
+        return db.pool.query(text, values);
+      },
+    };
+    const spec: PostgresSourceSpec = { name: 's', kind: 'postgres', schema: db.schema, table: 'secrets', primaryKey: ['id'], column: 'blob', format: 'kms-blob', context: { purpose: 'test' }, ...extra };
+    const another = () => createPostgresSource(spec, { pool, kms: world.gateway });
+    return { ...s, source: another(), another, statements };
+  }
+  const refs = (...ids: number[]) => ids.map((id) => ({ kind: 'row' as const, pk: [String(id)] }));
+
+  it('a batch read ahead in one SELECT is moved with one UPDATE per row and no other read', async () => {
+    const { source, insert, row, plan, statements } = await counted({ keyIdColumn: 'key_id' });
+    for (const id of [1, 2, 3]) await insert(id, world.keys.old);
+    await insert(4, world.keys.target);
+
+    const ahead = await source.readAhead!(refs(1, 2, 3, 4), AbortSignal.timeout(5000));
+    const outcomes = await Promise.all(refs(1, 2, 3, 4).map((r, i) => source.reencrypt(r, plan, { ...itemCtx(), readAhead: ahead[i] })));
+
+    expect(outcomes.map((o) => o.outcome)).toEqual(['reencrypted', 'reencrypted', 'reencrypted', 'already-current']);
+    expect(statements).toEqual(['SELECT', 'UPDATE', 'UPDATE', 'UPDATE']);
+    for (const id of [1, 2, 3]) {
+      expect((await row(id)).key_id).toBe(world.keys.target);
+      expect((await kmsDecrypt(world.kms, (await row(id)).blob, { purpose: 'test' })).plaintext.toString()).toBe(`secret ${id}`);
+    }
+  });
+
+  it('a row written after the read-ahead is read again, and the write that raced is kept', async () => {
+    const { source, insert, row, plan } = await counted();
+    await insert(1, world.keys.old);
+    await insert(2, world.keys.old);
+    const ahead = await source.readAhead!(refs(1, 2), AbortSignal.timeout(5000));
+    // The app rewrites row 1 under the new key, and row 2 with a new secret under the old one.
+    await db.pool.query('UPDATE secrets SET blob = $1 WHERE id = 1', [await kmsEncrypt(world.kms, world.keys.target, Buffer.from('app 1'), { purpose: 'test' })]);
+    await db.pool.query('UPDATE secrets SET blob = $1 WHERE id = 2', [await kmsEncrypt(world.kms, world.keys.old, Buffer.from('app 2'), { purpose: 'test' })]);
+
+    const [one, two] = await Promise.all(refs(1, 2).map((r, i) => source.reencrypt(r, plan, { ...itemCtx(), readAhead: ahead[i] })));
+
+    expect(one?.outcome).toBe('already-current');
+    expect(two?.outcome).toBe('reencrypted');
+    const decrypted = await kmsDecrypt(world.kms, (await row(2)).blob, { purpose: 'test' });
+    expect([decrypted.plaintext.toString(), decrypted.keyId]).toEqual(['app 2', world.keys.target]);
+    expect((await kmsDecrypt(world.kms, (await row(1)).blob, { purpose: 'test' })).plaintext.toString()).toBe('app 1');
+  });
+
+  it('a row the read-ahead did not find is read on its own: gone, or there under another spelling of its key', async () => {
+    const { source, insert, plan, statements } = await counted({ keyIdColumn: 'key_id' });
+    await insert(7, world.keys.old);
+    const items = [{ kind: 'row' as const, pk: ['007'] }, ...refs(8)];
+
+    const ahead = await source.readAhead!(items, AbortSignal.timeout(5000));
+    const outcomes = await Promise.all(items.map((r, i) => source.reencrypt(r, plan, { ...itemCtx(), readAhead: ahead[i] })));
+
+    expect(ahead).toEqual([undefined, undefined]);
+    expect(outcomes.map((o) => o.outcome)).toEqual(['reencrypted', 'gone']);
+    expect(statements.filter((s) => s === 'SELECT')).toHaveLength(3);
+  });
+
+  it('verify takes the read-ahead, and a composite key reads ahead too', async () => {
+    const { source, plan, statements } = await counted({ primaryKey: ['tenant', 'id'], keyIdColumn: 'key_id' });
+    await db.pool.query('ALTER TABLE secrets ADD COLUMN tenant text');
+    await db.pool.query('ALTER TABLE secrets DROP CONSTRAINT secrets_pkey');
+    await db.pool.query("UPDATE secrets SET tenant = 't'");
+    await db.pool.query('ALTER TABLE secrets ADD PRIMARY KEY (tenant, id)');
+    for (const [tenant, id, key] of [['a', 1, world.keys.old], ['b', 1, world.keys.target]] as const) {
+      await db.pool.query('INSERT INTO secrets (tenant, id, blob, key_id) VALUES ($1, $2, $3, $4)', [tenant, id, Buffer.from('x'), key]);
+    }
+    const items = [{ kind: 'row' as const, pk: ['a', '1'] }, { kind: 'row' as const, pk: ['b', '1'] }];
+
+    const ahead = await source.readAhead!(items, AbortSignal.timeout(5000));
+    const states = await Promise.all(items.map((r, i) => source.inspect(r, plan, { ...itemCtx(), readAhead: ahead[i] })));
+
+    expect(states.map((s) => s.state)).toEqual(['old-key', 'current']);
+    expect(statements.filter((s) => s === 'SELECT')).toHaveLength(1);
+  });
+
+  it("another source's read-ahead, or a forged one, is never taken for a row", async () => {
+    const { source, another, insert, plan } = await counted({ keyIdColumn: 'key_id' });
+    const other = another();
+    await insert(1, world.keys.old);
+    const theirs = await source.readAhead!(refs(1), AbortSignal.timeout(5000));
+    await db.pool.query('UPDATE secrets SET key_id = $1 WHERE id = 1', [world.keys.target]);
+
+    const forged = await other.inspect(refs(1)[0]!, plan, { ...itemCtx(), readAhead: { pk: '["1"]', row: { v: Buffer.from('x'), kid: world.keys.old } } });
+    const foreign = await other.inspect(refs(1)[0]!, plan, { ...itemCtx(), readAhead: theirs[0] });
+
+    expect([forged.state, foreign.state]).toEqual(['current', 'current']);
+  });
+});
