@@ -43,6 +43,11 @@ export interface BatchProcessorDeps {
   readonly splitter?: BatchSplitter;
   /** How often a running batch asks whether its pass is at its tail. @defaultValue 250 */
   readonly splitCheckMs?: number;
+  /**
+   * How often a running batch writes what its finished items did to the carried hash, so that a
+   * worker that dies mid-batch loses at most this much of the count. @defaultValue 5000
+   */
+  readonly checkpointMs?: number;
 }
 
 /** A batch gives items away only when at least this many (and twice its concurrency) have not started. */
@@ -135,58 +140,81 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       onError: (err) => logger.warn({ job: job.id, migration: m.id, err: (err as Error)?.message }, 'read-ahead failed: reading these items one by one'),
     });
 
+    // What the items of this attempt (and earlier ones) finished as; written to the carried hash
+    // now and then while the batch runs, so a worker that dies mid-batch loses at most that much.
+    const finished = new Map<number, CarriedOutcome>(carried);
+    let kept = carried.size;
+    let keeping: Promise<void> | undefined;
+    const keep = () => {
+      if (keeping || finished.size <= kept) return;
+      const size = finished.size;
+      keeping = store
+        .carry(ref, new Map(finished))
+        .then(
+          () => void (kept = Math.max(kept, size)),
+          (err: unknown) => logger.debug({ job: job.id, migration: m.id, err: (err as Error).message }, 'could not checkpoint finished items'),
+        )
+        .finally(() => (keeping = undefined));
+    };
+    const checkpoint = data.mode === 'reencrypt' ? setInterval(keep, deps.checkpointMs ?? 5000) : undefined;
+    checkpoint?.unref();
+
     const all = await mapBounded(
       data.items,
       options.concurrency,
       async (item, index): Promise<ItemResult | undefined> => {
-        tail?.started(index);
-        const before = carried.get(index);
-        if (before) return { kind: 'outcome', ...before };
-        const ahead = await readAhead?.(index);
-        const itemCtx = ahead === undefined ? ctx : { ...ctx, readAhead: ahead };
-        try {
-          if (data.mode === 'verify') {
-            const ins = await source.inspect(item, plan, itemCtx);
-            return { kind: 'outcome', outcome: 'already-current', verify: ins.state, ...(ins.reason ? { reason: ins.reason } : {}) };
-          }
-          const r = await source.reencrypt(item, plan, itemCtx);
-          return { kind: 'outcome', outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: oneLine(r.reason) } : {}) };
-        } catch (err) {
-          // Cut short by SIGTERM (in its KMS call or waiting for a slot): not an outcome. The
-          // batch goes back to the queue as if the item had not started.
-          if (shutdown.aborted) return undefined;
-          if (err instanceof MigrationFatalError) {
-            stop = true;
-            return { kind: 'fatal', error: err };
-          }
-          // The budget's Redis not answering is no fault of the item's: it never becomes a failure.
-          if (err instanceof RetryableError && (!lastAttempt || err.code === 'redis-unavailable')) {
-            stop = true;
-            return { kind: 'retry', error: err };
-          }
-          if (err instanceof ItemError) {
-            return { kind: 'outcome', outcome: err.outcome, code: err.code, reason: oneLine(err.message) };
-          }
-          const e = err as Error;
-          const code = err instanceof RetryableError ? err.code : (e?.name ?? 'Error');
-          return { kind: 'outcome', outcome: 'failed', code, reason: oneLine(e?.message ?? String(err)) };
+        const r = await runItem(item, index);
+        if (r?.kind === 'outcome' && data.mode === 'reencrypt') {
+          finished.set(index, { outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: r.reason } : {}) });
         }
+        return r;
       },
       () => stop || shutdown.aborted,
       end,
     );
+    clearInterval(checkpoint);
+    await keeping;
+    async function runItem(item: ItemRef, index: number): Promise<ItemResult | undefined> {
+      tail?.started(index);
+      const before = carried.get(index);
+      if (before) return { kind: 'outcome', ...before };
+      const ahead = await readAhead?.(index);
+      const itemCtx = ahead === undefined ? ctx : { ...ctx, readAhead: ahead };
+      try {
+        if (data.mode === 'verify') {
+          const ins = await source.inspect(item, plan, itemCtx);
+          return { kind: 'outcome', outcome: 'already-current', verify: ins.state, ...(ins.reason ? { reason: ins.reason } : {}) };
+        }
+        const r = await source.reencrypt(item, plan, itemCtx);
+        return { kind: 'outcome', outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: oneLine(r.reason) } : {}) };
+      } catch (err) {
+        // Cut short by SIGTERM (in its KMS call or waiting for a slot): not an outcome. The
+        // batch goes back to the queue as if the item had not started.
+        if (shutdown.aborted) return undefined;
+        if (err instanceof MigrationFatalError) {
+          stop = true;
+          return { kind: 'fatal', error: err };
+        }
+        // The budget's Redis not answering is no fault of the item's: it never becomes a failure.
+        if (err instanceof RetryableError && (!lastAttempt || err.code === 'redis-unavailable')) {
+          stop = true;
+          return { kind: 'retry', error: err };
+        }
+        if (err instanceof ItemError) {
+          return { kind: 'outcome', outcome: err.outcome, code: err.code, reason: oneLine(err.message) };
+        }
+        const e = err as Error;
+        const code = err instanceof RetryableError ? err.code : (e?.name ?? 'Error');
+        return { kind: 'outcome', outcome: 'failed', code, reason: oneLine(e?.message ?? String(err)) };
+      }
+    }
     const splitFailure = await tail?.settled();
     shutdown.removeEventListener('abort', onShutdown);
     releaseJob?.();
     // The batch goes back to the queue uncounted: keep what its finished items did.
     const carry = async (reason: 'retry' | 'budget' | 'paused' | 'shutdown' | 'split-failed') => {
       metrics?.batchesRequeued.inc({ mode: data.mode, reason });
-      if (data.mode !== 'reencrypt') return;
-      const finished = new Map<number, CarriedOutcome>();
-      all.forEach((r, i) => {
-        if (r?.kind === 'outcome') finished.set(i, { outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: r.reason } : {}) });
-      });
-      if (finished.size <= carried.size) return;
+      if (data.mode !== 'reencrypt' || finished.size <= kept) return;
       try {
         await store.carry(ref, finished);
       } catch (err) {

@@ -323,3 +323,51 @@ describe('batch processor: reading a batch ahead', () => {
     expect(recorded[0]).toMatchObject({ processed: 10, increments: { reencrypted: 10 } });
   });
 });
+
+describe('batch processor: a worker that dies mid-batch (real Redis store)', () => {
+  it('checkpoints what its finished items did, so the batch run again after the crash counts them as they were', async () => {
+    const redis = createTestRedis();
+    const keys = redisKeys(uniquePrefix('crash'));
+    try {
+      const store = createProgressStore(redis, keys, createAuditLog(redis, keys));
+      await store.create(migration, 'test');
+      const items = Array.from({ length: 10 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
+      const job = {
+        id: 'm-proc.rows.r1.0',
+        data: { migrationId: 'm-proc', source: 'rows', page: 0, items, mode: 'reencrypt' } satisfies BatchJob,
+        attemptsMade: 0,
+        attemptsStarted: 1,
+        opts: { attempts: 5 },
+        moveToDelayed: async () => undefined,
+      } as unknown as Job<BatchJob> & { attemptsStarted: number };
+      // The first worker moves items 0-5, then hangs on 6 until it "dies": from then on it writes
+      // nothing more to Redis, as a killed process wouldn't.
+      let dead = false;
+      const dying: ProgressStore = { ...store, carry: (b, o) => (dead ? new Promise<void>(() => undefined) : store.carry(b, o)) };
+      const started = { n: 0 };
+      const first: Source = {
+        ...hangingSource(started),
+        reencrypt: async (item, plan, ctx) => (Number(item.kind === 'row' ? item.pk[0] : 0) < 6 ? { outcome: 'reencrypted' } : hangingSource(started).reencrypt(item, plan, ctx)),
+      };
+      const shutdown = new AbortController();
+      void processorFor(dying, first, { checkpointMs: 10, shutdown: shutdown.signal })(job, 'token').catch(() => undefined);
+      while ((await store.carried({ migrationId: 'm-proc', mode: 'reencrypt', jobId: job.id! })).size < 6) await new Promise((r) => setTimeout(r, 5));
+      dead = true;
+      shutdown.abort();
+
+      // BullMQ hands the stalled batch to another worker; its items now all read as current.
+      job.attemptsStarted = 2;
+      const seen: number[] = [];
+      const second: Source = { ...first, reencrypt: async (item) => (seen.push(Number(item.kind === 'row' ? item.pk[0] : -1)), { outcome: 'already-current' }) };
+      await processorFor(store, second)(job, 'token');
+
+      expect(seen.sort((a, b) => a - b)).toEqual([6, 7, 8, 9]);
+      expect((await store.counters('m-proc', ['rows']))['rows']).toMatchObject({ reencrypted: 6, 'already-current': 4, batchesDone: 1 });
+      expect(await redis.hlen(keys.carried('m-proc'))).toBe(0);
+      await store.close();
+    } finally {
+      await cleanupRedisPrefix(redis, keys.prefix);
+      await redis.quit();
+    }
+  });
+});
