@@ -4,7 +4,8 @@ import { DelayedError, type Job } from 'bullmq';
 import { MigrationSpecSchema, RetryableError, type BatchJob, type ItemOutcome, type Migration, type Source } from '@rekey/core';
 import { cleanupRedisPrefix, createTestRedis, uniquePrefix } from '@rekey/testing';
 import { createAuditLog } from '../src/audit.js';
-import { redisKeys } from '../src/keys.js';
+import type { Redis } from 'ioredis';
+import { redisKeys, type RedisKeys } from '../src/keys.js';
 import { createFleetMetrics } from '../src/metrics.js';
 import { createBatchProcessor, type BatchProcessorDeps } from '../src/processor.js';
 import type { BatchSplitter } from '../src/split.js';
@@ -32,6 +33,21 @@ function processorFor(store: ProgressStore, source: Source, o: Partial<BatchProc
     actor: 'test',
     ...o,
   });
+}
+
+/** Runs `fn` with a progress store on real Redis (own prefix) that holds `migration`, then removes the prefix. */
+async function withRedisStore(name: string, fn: (r: { redis: Redis; keys: RedisKeys; store: ProgressStore }) => Promise<void>): Promise<void> {
+  const redis = createTestRedis();
+  const keys = redisKeys(uniquePrefix(name));
+  const store = createProgressStore(redis, keys, createAuditLog(redis, keys));
+  try {
+    await store.create(migration, 'test');
+    await fn({ redis, keys, store });
+  } finally {
+    await store.close();
+    await cleanupRedisPrefix(redis, keys.prefix);
+    await redis.quit();
+  }
 }
 
 /** A source whose items wait until their signal aborts (as a KMS call or a slot wait would). */
@@ -183,11 +199,7 @@ describe('batch processor: giving unstarted items to a new batch', () => {
 
 describe('batch processor: a batch that goes back to the queue (real Redis store)', () => {
   it('keeps the outcomes its finished items had, so the next attempt counts them once, as they were', async () => {
-    const redis = createTestRedis();
-    const keys = redisKeys(uniquePrefix('carry'));
-    try {
-      const store = createProgressStore(redis, keys, createAuditLog(redis, keys));
-      await store.create(migration, 'test');
+    await withRedisStore('carry', async ({ redis, keys, store }) => {
       const calls = new Map<number, number>();
       let throttled = false;
       // Items 0-5 finish (item 3 is not in scope); item 6 is throttled past the SDK's retries once.
@@ -233,11 +245,7 @@ describe('batch processor: a batch that goes back to the queue (real Redis store
       expect(c).toMatchObject({ reencrypted: 9, 'not-in-scope': 1, 'already-current': 0, batchesDone: 1 });
       expect(await redis.hlen(keys.carried('m-proc'))).toBe(0);
       expect((await metrics.batchesRequeued.get()).values).toEqual([{ labels: { mode: 'reencrypt', reason: 'retry' }, value: 1 }]);
-      await store.close();
-    } finally {
-      await cleanupRedisPrefix(redis, keys.prefix);
-      await redis.quit();
-    }
+    });
   });
 });
 
@@ -326,11 +334,7 @@ describe('batch processor: reading a batch ahead', () => {
 
 describe('batch processor: a worker that dies mid-batch (real Redis store)', () => {
   it('checkpoints what its finished items did, so the batch run again after the crash counts them as they were', async () => {
-    const redis = createTestRedis();
-    const keys = redisKeys(uniquePrefix('crash'));
-    try {
-      const store = createProgressStore(redis, keys, createAuditLog(redis, keys));
-      await store.create(migration, 'test');
+    await withRedisStore('crash', async ({ redis, keys, store }) => {
       const items = Array.from({ length: 10 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
       const job = {
         id: 'm-proc.rows.r1.0',
@@ -364,10 +368,6 @@ describe('batch processor: a worker that dies mid-batch (real Redis store)', () 
       expect(seen.sort((a, b) => a - b)).toEqual([6, 7, 8, 9]);
       expect((await store.counters('m-proc', ['rows']))['rows']).toMatchObject({ reencrypted: 6, 'already-current': 4, batchesDone: 1 });
       expect(await redis.hlen(keys.carried('m-proc'))).toBe(0);
-      await store.close();
-    } finally {
-      await cleanupRedisPrefix(redis, keys.prefix);
-      await redis.quit();
-    }
+    });
   });
 });
