@@ -50,6 +50,19 @@ async function withRedisStore(name: string, fn: (r: { redis: Redis; keys: RedisK
   }
 }
 
+/** The first attempt of batch `m-proc.rows.r1.0` of rows 0..n-1 (re-encrypt); tests raise its attempt counts. */
+function firstAttempt(n: number) {
+  const items = Array.from({ length: n }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
+  return {
+    id: 'm-proc.rows.r1.0',
+    data: { migrationId: 'm-proc', source: 'rows', page: 0, items, mode: 'reencrypt' } satisfies BatchJob,
+    attemptsMade: 0,
+    attemptsStarted: 1,
+    opts: { attempts: 5 },
+    moveToDelayed: async () => undefined,
+  } as unknown as Job<BatchJob> & { attemptsMade: number; attemptsStarted: number };
+}
+
 /** A source whose items wait until their signal aborts (as a KMS call or a slot wait would). */
 function hangingSource(started: { n: number }): Source {
   return {
@@ -221,14 +234,7 @@ describe('batch processor: a batch that goes back to the queue (real Redis store
       };
       const metrics = createFleetMetrics();
       const processBatch = processorFor(store, source, { metrics });
-      const items = Array.from({ length: 10 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
-      const job = {
-        id: 'm-proc.rows.r1.0',
-        data: { migrationId: 'm-proc', source: 'rows', page: 0, items, mode: 'reencrypt' } satisfies BatchJob,
-        attemptsMade: 0,
-        attemptsStarted: 1,
-        opts: { attempts: 5 },
-      } as unknown as Job<BatchJob> & { attemptsMade: number; attemptsStarted: number };
+      const job = firstAttempt(10);
 
       await expect(processBatch(job, 'token')).rejects.toBeInstanceOf(RetryableError);
       expect(await store.counters('m-proc', ['rows'])).toMatchObject({ rows: { reencrypted: 0, batchesDone: 0 } });
@@ -335,15 +341,7 @@ describe('batch processor: reading a batch ahead', () => {
 describe('batch processor: a worker that dies mid-batch (real Redis store)', () => {
   it('checkpoints what its finished items did, so the batch run again after the crash counts them as they were', async () => {
     await withRedisStore('crash', async ({ redis, keys, store }) => {
-      const items = Array.from({ length: 10 }, (_, i) => ({ kind: 'row' as const, pk: [i] }));
-      const job = {
-        id: 'm-proc.rows.r1.0',
-        data: { migrationId: 'm-proc', source: 'rows', page: 0, items, mode: 'reencrypt' } satisfies BatchJob,
-        attemptsMade: 0,
-        attemptsStarted: 1,
-        opts: { attempts: 5 },
-        moveToDelayed: async () => undefined,
-      } as unknown as Job<BatchJob> & { attemptsStarted: number };
+      const job = firstAttempt(10);
       // The first worker moves items 0-5, then hangs on 6 until it "dies": from then on it writes
       // nothing more to Redis, as a killed process wouldn't.
       let dead = false;
