@@ -140,40 +140,7 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
       onError: (err) => logger.warn({ job: job.id, migration: m.id, err: (err as Error)?.message }, 'read-ahead failed: reading these items one by one'),
     });
 
-    // What the items of this attempt (and earlier ones) finished as; written to the carried hash
-    // now and then while the batch runs, so a worker that dies mid-batch loses at most that much.
-    const finished = new Map<number, CarriedOutcome>(carried);
-    let kept = carried.size;
-    let keeping: Promise<void> | undefined;
-    const keep = () => {
-      if (keeping || finished.size <= kept) return;
-      const size = finished.size;
-      keeping = store
-        .carry(ref, new Map(finished))
-        .then(
-          () => void (kept = Math.max(kept, size)),
-          (err: unknown) => logger.debug({ job: job.id, migration: m.id, err: (err as Error).message }, 'could not checkpoint finished items'),
-        )
-        .finally(() => (keeping = undefined));
-    };
-    const checkpoint = data.mode === 'reencrypt' ? setInterval(keep, deps.checkpointMs ?? 5000) : undefined;
-    checkpoint?.unref();
-
-    const all = await mapBounded(
-      data.items,
-      options.concurrency,
-      async (item, index): Promise<ItemResult | undefined> => {
-        const r = await runItem(item, index);
-        if (r?.kind === 'outcome' && data.mode === 'reencrypt') {
-          finished.set(index, { outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: r.reason } : {}) });
-        }
-        return r;
-      },
-      () => stop || shutdown.aborted,
-      end,
-    );
-    clearInterval(checkpoint);
-    await keeping;
+    /** Runs one item and classifies what happened, once: an outcome, a fatal error, a retry, or nothing (shutting down). */
     async function runItem(item: ItemRef, index: number): Promise<ItemResult | undefined> {
       tail?.started(index);
       const before = carried.get(index);
@@ -208,6 +175,41 @@ export function createBatchProcessor(deps: BatchProcessorDeps) {
         return { kind: 'outcome', outcome: 'failed', code, reason: oneLine(e?.message ?? String(err)) };
       }
     }
+
+    // What the items of this attempt (and earlier ones) finished as; written to the carried hash
+    // now and then while the batch runs, so a worker that dies mid-batch loses at most that much.
+    const finished = new Map<number, CarriedOutcome>(carried);
+    let kept = carried.size;
+    let keeping: Promise<void> | undefined;
+    const keep = () => {
+      if (keeping || finished.size <= kept) return;
+      const size = finished.size;
+      keeping = store
+        .carry(ref, new Map(finished))
+        .then(
+          () => void (kept = Math.max(kept, size)),
+          (err: unknown) => logger.debug({ job: job.id, migration: m.id, err: (err as Error).message }, 'could not checkpoint finished items'),
+        )
+        .finally(() => (keeping = undefined));
+    };
+    const checkpoint = data.mode === 'reencrypt' ? setInterval(keep, deps.checkpointMs ?? 5000) : undefined;
+    checkpoint?.unref();
+
+    const all = await mapBounded(
+      data.items,
+      options.concurrency,
+      async (item, index): Promise<ItemResult | undefined> => {
+        const r = await runItem(item, index);
+        if (r?.kind === 'outcome' && data.mode === 'reencrypt') {
+          finished.set(index, { outcome: r.outcome, ...(r.code ? { code: r.code } : {}), ...(r.reason ? { reason: r.reason } : {}) });
+        }
+        return r;
+      },
+      () => stop || shutdown.aborted,
+      end,
+    );
+    clearInterval(checkpoint);
+    await keeping;
     const splitFailure = await tail?.settled();
     shutdown.removeEventListener('abort', onShutdown);
     releaseJob?.();
