@@ -20,6 +20,9 @@ import { cleanupRedisPrefix, freePort } from '@rekey/testing';
 
 const require = createRequire(import.meta.url);
 
+/** The Node flags a worker is deployed with (`infra/k8s/rekey.yaml`, `npm start -w @rekey/worker`). */
+const WORKER_NODE_ARGS = ['--max-semi-space-size=32'];
+
 // The SDK's once-per-process notice that its 2027 releases need Node 22 (docs/decisions.md) would
 // be printed by every process of every benchmark; the fleet's children inherit this through `env`.
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
@@ -255,7 +258,8 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
     AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'],
     LOG_LEVEL: process.env['BENCH_LOG_LEVEL'] ?? 'error',
   };
-  // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the coordinator and workers.
+  // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the coordinator and workers
+  // (and BENCH_NODE_ARGS="--max-semi-space-size=16" overrides the workers' deployed setting).
   const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
   const coordinator = spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/coordinator')], { env, stdio: ['ignore', 'inherit', 'inherit'] });
   const api = httpClient(`http://127.0.0.1:${port}`, token);
@@ -263,7 +267,7 @@ export async function startFleet(o: FleetOptions): Promise<Fleet> {
   // Every worker serves /metrics on a port of its own, so a benchmark can read what each one did.
   const metricsPorts = await Promise.all(Array.from({ length: o.workers }, () => freePort()));
   const workers = metricsPorts.map((mp) =>
-    spawn(process.execPath, [...nodeArgs, require.resolve('@rekey/worker')], { env: { ...env, REKEY_METRICS_PORT: String(mp) }, stdio: ['ignore', 'inherit', 'inherit'] }),
+    spawn(process.execPath, [...WORKER_NODE_ARGS, ...nodeArgs, require.resolve('@rekey/worker')], { env: { ...env, REKEY_METRICS_PORT: String(mp) }, stdio: ['ignore', 'inherit', 'inherit'] }),
   );
   // Timing starts with every worker ready to take jobs (it serves /metrics once its engine is up).
   await Promise.all(workers.map((w, i) => waitListening(`http://127.0.0.1:${metricsPorts[i]}/metrics`, w, `worker ${i + 1}`)));
