@@ -20,6 +20,8 @@ import {
 } from '@aws-sdk/client-s3';
 import type { Inspection, ItemRef, KeyPlan, Source, SourceSpec } from '@rekey/core';
 import { FleetError } from './errors.js';
+import { mapBounded } from './pool.js';
+import { readAheadWindow, windowedReadAhead } from './read-ahead.js';
 
 /** One source to plan, with the keys of its migration resolved to ARNs. */
 export interface PlanTarget {
@@ -138,20 +140,6 @@ function keyLabel(i: Inspection): string {
   return i.facts?.['sse'] !== undefined && i.facts['sse'] !== 'aws:kms' ? '(no KMS key)' : '(unknown key)';
 }
 
-async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
-}
-
 async function bucketWarnings(s3: S3Client, spec: Extract<SourceSpec, { kind: 's3-sse-kms' | 's3-envelope' }>, signal: AbortSignal): Promise<{ warnings: string[]; reads: number }> {
   const warnings: string[] = [];
   const v = await s3.send(new GetBucketVersioningCommand({ Bucket: spec.bucket }), { abortSignal: signal });
@@ -195,11 +183,16 @@ async function planSource(o: PlanOptions, t: PlanTarget, signal: AbortSignal): P
   const copies = t.spec.kind === 's3-envelope' || (t.spec.kind === 's3-sse-kms' && t.spec.strategy !== 'update-encryption');
   const s3 = o.s3;
   const bucket = t.spec.kind === 'postgres' ? undefined : t.spec.bucket;
-  const seen = await mapLimited(sample, o.concurrency ?? 16, async (item) => {
-    const insp = await source.inspect(item, t.keys, ctx);
+  const concurrency = o.concurrency ?? 16;
+  // Postgres rows are read a window at a time, as a worker reads a batch.
+  const ahead = windowedReadAhead(source, sample, { window: readAheadWindow(concurrency), signal });
+  const inspected = await mapBounded(sample, concurrency, async (item, index) => {
+    const readAhead = await ahead?.(index);
+    const insp = await source.inspect(item, t.keys, readAhead === undefined ? ctx : { ...ctx, readAhead });
     const acl = copies && s3 && bucket && insp.state !== 'gone' ? await hasCustomAcl(s3, bucket, item, signal) : false;
     return { insp, acl };
   });
+  const seen = inspected.filter((x) => x !== undefined);
 
   const byKey: Record<string, number> = {};
   let old = 0;

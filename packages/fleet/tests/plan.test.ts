@@ -52,10 +52,12 @@ describe('plan: counts per key, estimates and warnings, read-only (aws-local, Po
     await ep?.close();
   });
 
-  it('with --all, counts items per current key exactly as seeded, for S3 objects and Postgres rows', async () => {
+  it('with --all, counts items per current key exactly as seeded, for S3 objects and Postgres rows (rows read a window per SELECT)', async () => {
+    const statements: string[] = [];
+    const pool = { query: (text: string, values?: unknown[]) => (statements.push(text), db.pool.query(text, values)) };
     const plan = await planMigration({
       targets: [targetOf({ name: 'objects', kind: 's3-sse-kms', bucket }), targetOf({ name: 'rows', kind: 'postgres', schema: db.schema, table, primaryKey: 'id', column: 'secret' })],
-      buildSource,
+      buildSource: (s) => createSource(s, { s3, kms: createKmsGateway({ client: kms }), pool }),
       s3,
       all: true,
       budgetRps: 10,
@@ -64,6 +66,8 @@ describe('plan: counts per key, estimates and warnings, read-only (aws-local, Po
     const [objects, rows] = plan.sources;
     expect(objects).toMatchObject({ items: 55, sampled: 55, exact: true, underOldKeys: 50, byKey: { [a]: 30, [b]: 20, [other]: 5 } });
     expect(rows).toMatchObject({ items: 20, sampled: 20, exact: true, underOldKeys: 20, byKey: { [a]: 12, [b]: 8 } });
+    // One page listed, then the 20 rows read in one window: no SELECT per row.
+    expect(statements.filter((q) => q.startsWith('SELECT'))).toHaveLength(2);
   });
 
   it('estimates KMS requests, the duration at the budget and the request cost', async () => {
