@@ -129,11 +129,13 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     ...(spec.contextColumn !== undefined ? [`${quoteIdent(spec.contextColumn)} AS ctx`] : []),
     ...(spec.keyIdColumn !== undefined ? [`${quoteIdent(spec.keyIdColumn)} AS kid`] : []),
   ].join(', ');
-  const readAheadSelect = `SELECT ${pk.map((c, i) => `${quoteIdent(c)}::text AS k${i}`).join(', ')}, ${selectCols} FROM ${table}`;
+  // The key columns as text (`k0`, `k1`, …): the form item references carry.
+  const pkText = pk.map((c, i) => `${quoteIdent(c)}::text AS k${i}`).join(', ');
+  const readAheadSelect = `SELECT ${pkText}, ${selectCols} FROM ${table}`;
   // Marks this source's read-aheads, so that another source's (or a forged) value is never taken for a row.
   const readAheadTag = Symbol(spec.name);
   const listSql = (after: boolean, limit: number) =>
-    `SELECT ${pk.map((c, i) => `${quoteIdent(c)}::text AS k${i}`).join(', ')} FROM ${table}` +
+    `SELECT ${pkText} FROM ${table}` +
     (after ? ` WHERE (${pkList}) > (${pk.map((_, i) => `$${i + 1}`).join(', ')})` : '') +
     ` ORDER BY ${pkList} LIMIT ${limit}`;
 

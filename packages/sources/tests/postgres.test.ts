@@ -45,7 +45,7 @@ async function setup(extra: Partial<PostgresSourceSpec> = {}) {
     await db.pool.query('INSERT INTO secrets (id, blob, key_id) VALUES ($1, $2, $3)', [id, blob, keyIdColumn]);
   };
   const row = async (id: number) => (await db.pool.query('SELECT blob, key_id FROM secrets WHERE id = $1', [id])).rows[0] as { blob: Buffer; key_id: string };
-  return { source, insert, row, plan: { from: [world.keys.old], to: world.keys.target } };
+  return { spec, source, insert, row, plan: { from: [world.keys.old], to: world.keys.target } };
 }
 
 describe('postgres', () => {
@@ -155,8 +155,7 @@ describe('postgres read-ahead', () => {
         return db.pool.query(text, values);
       },
     };
-    const spec: PostgresSourceSpec = { name: 's', kind: 'postgres', schema: db.schema, table: 'secrets', primaryKey: ['id'], column: 'blob', format: 'kms-blob', context: { purpose: 'test' }, ...extra };
-    const another = () => createPostgresSource(spec, { pool, kms: world.gateway });
+    const another = () => createPostgresSource(s.spec, { pool, kms: world.gateway });
     return { ...s, source: another(), another, statements };
   }
   const refs = (...ids: number[]) => ids.map((id) => ({ kind: 'row' as const, pk: [String(id)] }));
