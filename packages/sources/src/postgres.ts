@@ -2,7 +2,9 @@
  * The `postgres` source: one column of a table holding a raw KMS ciphertext blob (`kms-blob`) or
  * a Rekey binary envelope (`rekey-envelope`). Enumeration is keyset pagination on the primary key;
  * the write is a compare-and-swap `UPDATE … WHERE pk = $pk AND col = $old`. A batch reads its rows
- * ahead with one `SELECT … WHERE pk IN (…)` per window (`readAhead`) instead of one SELECT per row.
+ * ahead with one `SELECT … WHERE pk IN (…)` per window (`readAhead`) instead of one SELECT per row,
+ * and the writes items ask for while another is on its way go together in one UPDATE
+ * (`postgres-writes.ts`), each row still compared with the value its item read.
  *
  * @example
  * const source = createPostgresSource(
@@ -17,6 +19,7 @@ import { ConflictError, SourceError, classifyPgError } from './errors.js';
 import { probeBlobKey, rewrapBlob, type RewrapResult } from './rewrap.js';
 import { withConflictRetries } from './outcomes.js';
 import { limitOf } from './paging.js';
+import { createRowWriter, quoteIdent } from './postgres-writes.js';
 import type { PgQueryable, SourceKms, SourceOptions } from './types.js';
 
 /** What the `postgres` source needs injected: a pool (or a connection string) and the KMS gateway. */
@@ -25,11 +28,6 @@ export type PostgresDeps =
   | { readonly connectionString: string; readonly kms: SourceKms };
 
 type RowRef = Extract<ItemRef, { kind: 'row' }>;
-
-/** Quotes an SQL identifier (the spec already restricts it to `[A-Za-z_][A-Za-z0-9_]*`). */
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
 
 /** A stored value: bytea arrives as a Buffer; a text column is taken to hold base64. */
 interface StoredValue {
@@ -122,7 +120,7 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
   const tableName = spec.schema !== undefined ? `${spec.schema}.${spec.table}` : spec.table;
   const pk = spec.primaryKey;
   const pkList = pk.map(quoteIdent).join(', ');
-  const pkTuple = (offset: number) => `(${pkList}) = (${pk.map((_, i) => `$${i + 1 + offset}`).join(', ')})`;
+  const pkEquals = `(${pkList}) = (${pk.map((_, i) => `$${i + 1}`).join(', ')})`;
   const col = quoteIdent(spec.column);
   const selectCols = [
     `${col} AS v`,
@@ -147,6 +145,14 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
       throw classifyPgError(err, { op, table: tableName });
     }
   }
+  const writer = createRowWriter({
+    pool,
+    table,
+    primaryKey: pk,
+    column: spec.column,
+    ...(spec.keyIdColumn !== undefined && { keyIdColumn: spec.keyIdColumn }),
+    query,
+  });
 
   function asRow(item: ItemRef): RowRef {
     if (item.kind !== 'row' || !Array.isArray(item.pk) || item.pk.length !== pk.length) {
@@ -177,7 +183,7 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
   /** Reads the row, or takes it from the batch's read-ahead on the item's first try. */
   async function read(ref: RowRef, signal: AbortSignal, ahead?: unknown): Promise<ReadRow | ItemOutcome> {
     if (ahead instanceof RowReadAhead && ahead.source === readAheadTag && ahead.pk === pkKey(ref.pk)) return rowState(ref, ahead.row);
-    const res = await query('SELECT', `SELECT ${selectCols} FROM ${table} WHERE ${pkTuple(0)}`, [...ref.pk], signal);
+    const res = await query('SELECT', `SELECT ${selectCols} FROM ${table} WHERE ${pkEquals}`, [...ref.pk], signal);
     return rowState(ref, res.rows[0]);
   }
 
@@ -231,10 +237,8 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
       known.envelope !== undefined
         ? encodeEnvelope({ ...known.envelope, keyArn: result.toKey, wrappedKey: result.ciphertextBlob })
         : Buffer.from(result.ciphertextBlob);
-    const sets = [`${col} = $${pk.length + 2}`, ...(spec.keyIdColumn !== undefined ? [`${quoteIdent(spec.keyIdColumn)} = $${pk.length + 3}`] : [])];
-    const values = [...ref.pk, r.value.raw, r.value.encode(next), ...(spec.keyIdColumn !== undefined ? [result.toKey] : [])];
-    const upd = await query('UPDATE', `UPDATE ${table} SET ${sets.join(', ')} WHERE ${pkTuple(0)} AND ${col} = $${pk.length + 1}`, values, ctx.signal);
-    if (upd.rowCount === 0) throw new ConflictError(`row ${where(ref)} changed since it was read`);
+    const written = await writer.write({ pk: ref.pk, old: r.value.raw, next: r.value.encode(next), ...(spec.keyIdColumn !== undefined && { keyId: result.toKey }) }, ctx.signal);
+    if (!written) throw new ConflictError(`row ${where(ref)} changed since it was read`);
     return { outcome: 'reencrypted', fromKey: result.fromKey };
   }
 
