@@ -52,6 +52,10 @@ export async function budgetAdherence(): Promise<BenchResult> {
     await pool.query(`CREATE SCHEMA ${schema}`);
     await pool.query(`CREATE TABLE ${schema}.secrets (id bigint PRIMARY KEY, secret bytea NOT NULL)`);
     await pool.query(`INSERT INTO ${schema}.secrets SELECT g, $1 FROM generate_series(1, $2) g`, [Buffer.from(blob), rows]);
+    // As pgbench does before a run: a freshly loaded table's first pass would also pay for its
+    // hint bits and autovacuum's first visit, which a production table paid long ago (measured:
+    // 0.77 of the budget without this, 0.99 with it, on the same VM).
+    await pool.query(`VACUUM ANALYZE ${schema}.secrets`);
 
     await aws.admin('POST', 'quota', { rps: q, burst: q });
     const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 4, budget: '30%', quotaRps: q, databaseUrl: dbUrl });

@@ -46,6 +46,8 @@ export interface RowWriterOptions {
   readonly maxRows?: number;
   /** Statements in flight at once; writes queue behind them. @defaultValue 2 */
   readonly maxInFlight?: number;
+  /** How long after a failed look at the column types writes go row by row before it is tried again. @defaultValue 10000 */
+  readonly lookupRetryMs?: number;
 }
 
 interface Pending extends RowWrite {
@@ -63,6 +65,7 @@ export function createRowWriter(opts: RowWriterOptions): RowWriter {
   const { pool, table, primaryKey: pk, column, keyIdColumn, query } = opts;
   const maxRows = opts.maxRows ?? 500;
   const maxInFlight = opts.maxInFlight ?? 2;
+  const lookupRetryMs = opts.lookupRetryMs ?? 10_000;
   const col = quoteIdent(column);
   const kid = keyIdColumn !== undefined ? quoteIdent(keyIdColumn) : undefined;
 
@@ -71,8 +74,11 @@ export function createRowWriter(opts: RowWriterOptions): RowWriter {
   const oneRowValues = (w: RowWrite) => [...w.pk, w.old, w.next, ...(kid !== undefined ? [w.keyId] : [])];
 
   let grouped: Promise<string | undefined> | undefined;
+  let lookupFailedAt = -Infinity;
   /** The grouped statement, or undefined when the column types can't be used for it. */
   function groupedStatement(): Promise<string | undefined> {
+    // A lookup that failed (Postgres restarting, say) is tried again, at most every lookupRetryMs.
+    if (grouped === undefined && performance.now() - lookupFailedAt < lookupRetryMs) return Promise.resolve(undefined);
     grouped ??= (async () => {
       const names = [...pk, column, ...(keyIdColumn !== undefined ? [keyIdColumn] : [])];
       // Each column's type by name, without its modifier: an explicit cast to `varchar(8)` or
@@ -105,8 +111,13 @@ export function createRowWriter(opts: RowWriterOptions): RowWriter {
         `WHERE (${pk.map((c) => `t.${quoteIdent(c)}`).join(', ')}) = (${pk.map((_, i) => `v.k${i}`).join(', ')}) AND t.${col} = v.ov ` +
         'RETURNING v.i'
       );
-    })().catch(() => undefined);
-    return grouped;
+    })();
+    const statement = grouped.catch(() => {
+      grouped = undefined;
+      lookupFailedAt = performance.now();
+      return undefined;
+    });
+    return statement;
   }
 
   const queue: Pending[] = [];

@@ -9,27 +9,39 @@ afterEach(async () => {
   for (const s of schemas.splice(0)) await s.drop();
 });
 
-/** A fresh schema with `ddl` run in it, and a writer whose statements are recorded. */
-async function setup(ddl: string, opts: Partial<RowWriterOptions> & Pick<RowWriterOptions, 'primaryKey' | 'column'>) {
+/**
+ * A fresh schema with `ddl` run in it, and a writer whose statements are recorded. `failLookups`
+ * makes that many looks at the column types fail, as a dropped connection would.
+ */
+async function setup(ddl: string, opts: Partial<RowWriterOptions> & Pick<RowWriterOptions, 'primaryKey' | 'column'> & { failLookups?: number }) {
   const db = await createTestSchema('rekey_pgw');
   schemas.push(db);
   await db.pool.query(ddl);
   const statements: string[] = [];
+  let failLookups = opts.failLookups ?? 0;
+  const pool = {
+    query: (text: string, values?: unknown[]) => {
+      statements.push(text);
+      if (text.includes('pg_attribute') && failLookups-- > 0) return Promise.reject(new Error('Connection terminated unexpectedly'));
+      return db.pool.query(text, values);
+    },
+  };
+  const { failLookups: _, ...writerOpts } = opts;
   const writer = createRowWriter({
-    pool: db.pool,
+    pool,
     table: `${quoteIdent(db.schema)}.${quoteIdent('t')}`,
     query: async (op, text, values) => {
-      statements.push(text);
       try {
-        return await db.pool.query(text, values);
+        return await pool.query(text, values);
       } catch (err) {
         throw classifyPgError(err, { op, table: 't' });
       }
     },
-    ...opts,
+    ...writerOpts,
   });
   const updates = () => statements.filter((s) => s.startsWith('UPDATE'));
-  return { db, writer, statements, updates };
+  const lookups = () => statements.filter((s) => s.includes('pg_attribute'));
+  return { db, writer, statements, updates, lookups };
 }
 
 const live = () => AbortSignal.timeout(10_000);
@@ -136,6 +148,20 @@ describe('postgres grouped writes', () => {
       { id: 'ab ', v: 'BBBB' },
       { id: 'abc', v: 'AAAA' },
     ]);
+  });
+
+  it('a failed look at the column types sends one group row by row, and is tried again later', async () => {
+    const { db, writer, updates, lookups } = await setup('CREATE TABLE t (id int PRIMARY KEY, v text)', { primaryKey: ['id'], column: 'v', lookupRetryMs: 0, failLookups: 1 });
+    await db.pool.query("INSERT INTO t SELECT g, 'AAAA' FROM generate_series(1, 6) g");
+    const group = (ids: number[]) => Promise.all(ids.map((id) => writer.write({ pk: [String(id)], old: 'AAAA', next: 'BBBB' }, live())));
+
+    expect(await group([1, 2, 3])).toEqual([true, true, true]);
+    expect(updates()).toHaveLength(3);
+    expect(await group([4, 5, 6])).toEqual([true, true, true]);
+
+    expect(lookups()).toHaveLength(2);
+    expect(updates()).toHaveLength(4);
+    expect(updates()[3]).toContain('unnest');
   });
 
   it('without usable column types (an array-typed key) every write is the one-row UPDATE', async () => {
