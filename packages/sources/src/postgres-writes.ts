@@ -168,17 +168,17 @@ export function createRowWriter(opts: RowWriterOptions): RowWriter {
     while (inFlight < maxInFlight && queue.length > 0) {
       // A row asked for twice goes in the next statement: one UPDATE … FROM writes a row once.
       const group: Pending[] = [];
+      const rest: Pending[] = [];
       const keys = new Set<string>();
-      for (let at = 0; at < queue.length && group.length < maxRows; ) {
-        const p = queue[at]!;
-        if (keys.has(p.key)) {
-          at++;
-          continue;
+      for (const p of queue) {
+        if (group.length < maxRows && !keys.has(p.key)) {
+          keys.add(p.key);
+          group.push(p);
+        } else {
+          rest.push(p);
         }
-        keys.add(p.key);
-        group.push(p);
-        queue.splice(at, 1);
       }
+      queue.splice(0, queue.length, ...rest);
       inFlight++;
       void writeGroup(group).finally(() => {
         inFlight--;
