@@ -12,7 +12,6 @@
  * UPDATE. A group that fails as a whole is written again row by row, so one bad value fails one
  * item, as it would alone.
  */
-import type { PgQueryable } from './types.js';
 
 /** Quotes an SQL identifier (the spec already restricts it to `[A-Za-z_][A-Za-z0-9_]*`). */
 export function quoteIdent(name: string): string {
@@ -34,7 +33,6 @@ export interface RowWriter {
 }
 
 export interface RowWriterOptions {
-  readonly pool: PgQueryable;
   /** The quoted, possibly schema-qualified table (`"s"."t"`). */
   readonly table: string;
   readonly primaryKey: readonly string[];
@@ -62,7 +60,7 @@ const NEVER = new AbortController().signal;
 
 /** Creates the writer of one source; it lives as long as the source. */
 export function createRowWriter(opts: RowWriterOptions): RowWriter {
-  const { pool, table, primaryKey: pk, column, keyIdColumn, query } = opts;
+  const { table, primaryKey: pk, column, keyIdColumn, query } = opts;
   const maxRows = opts.maxRows ?? 500;
   const maxInFlight = opts.maxInFlight ?? 2;
   const lookupRetryMs = opts.lookupRetryMs ?? 10_000;
@@ -84,7 +82,8 @@ export function createRowWriter(opts: RowWriterOptions): RowWriter {
       // Each column's type by name, without its modifier: an explicit cast to `varchar(8)` or
       // `numeric(10,2)` would truncate or round a value, where the column's own assignment refuses
       // it. A domain is taken at its base type, so the column still checks the domain's rules.
-      const res = await pool.query(
+      const res = await query(
+        'SELECT',
         `SELECT a.attname AS name, quote_ident(n.nspname) || '.' || quote_ident(b.typname) AS type,
                 b.typcategory <> 'A' AND b.typtype <> 'd' AS usable
            FROM pg_attribute a
@@ -93,6 +92,7 @@ export function createRowWriter(opts: RowWriterOptions): RowWriter {
            JOIN pg_namespace n ON n.oid = b.typnamespace
           WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY($2::text[])`,
         [table, names],
+        NEVER,
       );
       const types = new Map(res.rows.filter((r) => r['usable'] === true).map((r) => [String(r['name']), String(r['type'])]));
       const typeOf = (name: string) => types.get(name);

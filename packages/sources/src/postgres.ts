@@ -146,7 +146,6 @@ export function createPostgresSource(spec: PostgresSourceSpec, deps: PostgresDep
     }
   }
   const writer = createRowWriter({
-    pool,
     table,
     primaryKey: pk,
     column: spec.column,

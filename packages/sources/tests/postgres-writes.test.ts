@@ -28,7 +28,6 @@ async function setup(ddl: string, opts: Partial<RowWriterOptions> & Pick<RowWrit
   };
   const { failLookups: _, ...writerOpts } = opts;
   const writer = createRowWriter({
-    pool,
     table: `${quoteIdent(db.schema)}.${quoteIdent('t')}`,
     query: async (op, text, values) => {
       try {
