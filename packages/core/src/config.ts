@@ -107,6 +107,19 @@ export const ConfigFileSchema = z.strictObject({
         .max(1024)
         .default(16)
         .describe('KMS calls in flight per process, shared by all batches and migrations (env REKEY_WORKER_KMS_CONCURRENCY).'),
+      /**
+       * Seconds a batch's BullMQ lock lasts. A live worker renews it at half this; a worker that
+       * dies without a word (SIGKILL, a lost node) holds its batches until the lock lapses and the
+       * next stalled check (every half lock) hands them on: at most 1.5x this. Lower it for faster
+       * recovery, at the risk of a busy worker whose event loop stalls past it losing its batches
+       * (they are then run again, which is safe but wasted). Env: `REKEY_WORKER_LOCK_SECONDS`. @defaultValue 30
+       */
+      lockSeconds: z
+        .int()
+        .min(2)
+        .max(600)
+        .default(30)
+        .describe("Seconds a batch's lock lasts; a dead worker's batches move on after at most 1.5x this (env REKEY_WORKER_LOCK_SECONDS)."),
       /** Port of the worker's /metrics endpoint (none when absent). Env: `REKEY_METRICS_PORT`. */
       metricsPort: PortSchema.optional().describe('Port of the worker /metrics endpoint (env REKEY_METRICS_PORT).'),
       /** Address the worker's /metrics endpoint binds (`0.0.0.0` for a scraper in another pod). Env: `REKEY_METRICS_HOST`. @defaultValue '127.0.0.1' */
@@ -263,6 +276,7 @@ function mergeEnv(file: Json, env: LoadConfigInput['env'], problems: string[]): 
   set('api', 'token', get('REKEY_API_TOKEN'));
   set('worker', 'concurrency', num('REKEY_WORKER_CONCURRENCY'));
   set('worker', 'kmsConcurrency', num('REKEY_WORKER_KMS_CONCURRENCY'));
+  set('worker', 'lockSeconds', num('REKEY_WORKER_LOCK_SECONDS'));
   set('worker', 'metricsPort', num('REKEY_METRICS_PORT'));
   set('worker', 'metricsHost', get('REKEY_METRICS_HOST'));
   const monitor = get('REKEY_MONITOR_USAGE');

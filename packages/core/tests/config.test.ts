@@ -22,7 +22,7 @@ describe('loadConfig', () => {
       aws: { region: 'us-east-1' },
       kms: { minRps: 1, aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 }, budget: 100, budgetRps: 100 },
       api: { host: '127.0.0.1', port: 8080 },
-      worker: { concurrency: 2, kmsConcurrency: 16, metricsHost: '127.0.0.1' },
+      worker: { concurrency: 2, kmsConcurrency: 16, lockSeconds: 30, metricsHost: '127.0.0.1' },
       gate: { monitorUsage: true, monitorIntervalSeconds: 60 },
     });
   });
@@ -114,6 +114,7 @@ intake: { queueUrl: "https://sqs.eu-west-1.amazonaws.com/111122223333/rekey", au
         REKEY_KMS_BUDGET: '250',
         REKEY_WORKER_CONCURRENCY: '4',
         REKEY_WORKER_KMS_CONCURRENCY: '48',
+        REKEY_WORKER_LOCK_SECONDS: '8',
       },
     });
 
@@ -123,6 +124,13 @@ intake: { queueUrl: "https://sqs.eu-west-1.amazonaws.com/111122223333/rekey", au
     expect(config.kms).toMatchObject({ budget: 250, budgetRps: 250 });
     expect(config.worker.concurrency).toBe(4);
     expect(config.worker.kmsConcurrency).toBe(48);
+    expect(config.worker.lockSeconds).toBe(8);
+  });
+
+  it('refuses a batch lock shorter than 2 s or longer than 10 min, naming the setting', () => {
+    expect(problemsOf({ env: { REKEY_WORKER_LOCK_SECONDS: '1' } })).toEqual([expect.stringMatching(/^worker\.lockSeconds: Too small/)]);
+    expect(problemsOf({ yamlText: 'worker: { lockSeconds: 900 }\n', env: {} })).toEqual([expect.stringMatching(/^worker\.lockSeconds: Too big/)]);
+    expect(problemsOf({ env: { REKEY_WORKER_LOCK_SECONDS: 'soon' } })).toEqual([expect.stringMatching(/REKEY_WORKER_LOCK_SECONDS/)]);
   });
 
   it('refuses a KMS concurrency that is not a positive integer, naming the variable', () => {

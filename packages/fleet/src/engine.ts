@@ -90,6 +90,12 @@ export interface EngineOptions {
   readonly kmsAimd?: { decrease?: number; increaseRps?: number; windowMs?: number };
   /** KMS cryptographic calls in flight in this process, across all its gateways (`worker.kmsConcurrency`). @defaultValue 16 */
   readonly kmsConcurrency?: number;
+  /**
+   * How long a worker's lock on a batch lasts (`worker.lockSeconds`), in milliseconds. Live workers
+   * renew it at half this and a budget wait extends it; a dead worker's batches are handed on at
+   * the first stalled check (every half lock) after it lapses. @defaultValue 30000
+   */
+  readonly jobLockMs?: number;
   readonly logger?: Logger;
   /** Who this process is in audit entries. @defaultValue `<role>:<host>:<pid>` */
   readonly actor?: string;
@@ -203,6 +209,8 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     ...(opts.aws.credentials ? { credentials: opts.aws.credentials } : {}),
   };
   const inFlight = createInFlightLimit(opts.kmsConcurrency ?? 16);
+  const jobLockMs = opts.jobLockMs ?? 30_000;
+  if (!Number.isInteger(jobLockMs) || jobLockMs < 1000) throw new RangeError(`jobLockMs must be an integer of at least 1000, got ${String(opts.jobLockMs)}`);
   // The SDK's default agents open at most 50 sockets per origin: more KMS slots would queue for one.
   const kmsSockets = Math.max(50, inFlight.limit);
   // One attempt per send (decisions.md #30): the gateway and sendS3 retry, taking a limiter token
@@ -247,7 +255,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
         metrics,
         audit,
         logger,
-        lockDurationMs: 30_000,
+        lockDurationMs: jobLockMs,
       })
     : undefined;
   // The engine's own gateway describes keys (no token) and, with no budget configured, serves the
@@ -581,7 +589,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
           case 'item':
             return itemProcessor(job, token);
         }
-      }, { concurrency: w.concurrency ?? 2, lockDuration: 30_000, stalledInterval: 15_000 });
+      }, { concurrency: w.concurrency ?? 2, lockDuration: jobLockMs, stalledInterval: Math.floor(jobLockMs / 2) });
       worker.on('error', (err) => logger.error({ err: err.message }, 'worker error'));
       return {
         async close() {

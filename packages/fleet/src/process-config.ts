@@ -81,6 +81,7 @@ export function engineOptionsFromConfig(config: Config, logger: Logger | undefin
     ...(config.kms.quotaRps ? { kmsQuotaRps: config.kms.quotaRps } : {}),
     kmsMinRps: config.kms.minRps,
     kmsConcurrency: config.worker.kmsConcurrency,
+    jobLockMs: config.worker.lockSeconds * 1000,
     kmsAimd: config.kms.aimd,
     monitorUsage: config.gate.monitorUsage,
     quietWindowSeconds: config.gate.quietWindowSeconds ?? 'per-migration',
