@@ -35,6 +35,11 @@ function childEnv(s: { aws: AwsLocal; prefix: string; token: string; port: numbe
     // aws-local delivers CloudTrail events at once: no quiet window, and the usage monitor looks every second (a test's env may override).
     REKEY_GATE_QUIET_WINDOW_SECONDS: '0',
     REKEY_GATE_MONITOR_INTERVAL_SECONDS: '1',
+    // aws-local has no quota unless a test sets one: the fleet's default budget (100 rps without a
+    // quota) would only make every test wait. budget.test.ts sets its own.
+    REKEY_KMS_BUDGET: '2000',
+    // A SIGKILLed worker's batches move on after at most 15 s instead of 45 s.
+    REKEY_WORKER_LOCK_SECONDS: '10',
     ...process.env,
     REDIS_URL: redisUrl(),
     DATABASE_URL: databaseUrl(),
