@@ -1,16 +1,11 @@
 import { createHash } from 'node:crypto';
 import { HeadBucketCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import type { AuditExport, Migration } from '@rekey/core';
-import type { AuditLog, StoredAuditEntry } from './audit.js';
+import { auditJsonl, type AuditLog } from './audit.js';
 
 /** The object key of a migration's audit export. */
 export function auditExportKey(id: string): string {
   return `rekey/audit/${id}.jsonl`;
-}
-
-/** The audit log as JSONL: one stored entry (with its id and hash) per line. */
-export function auditJsonl(entries: readonly StoredAuditEntry[]): string {
-  return entries.map((e) => JSON.stringify(e)).join('\n') + (entries.length ? '\n' : '');
 }
 
 /** Refuses an audit bucket that does not exist or that the fleet can't reach, at migration creation. */

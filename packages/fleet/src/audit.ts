@@ -119,6 +119,11 @@ export function verifyAuditChain(entries: readonly StoredAuditEntry[], head?: st
   return { ok: true, entries: n };
 }
 
+/** The audit log as JSONL: one stored entry (with its id and hash) per line. */
+export function auditJsonl(entries: readonly StoredAuditEntry[]): string {
+  return entries.map((e) => JSON.stringify(e)).join('\n') + (entries.length ? '\n' : '');
+}
+
 /**
  * Reads an exported audit log (JSONL, one stored entry per line, as written to `auditBucket` and
  * by `rekey audit <id> --jsonl`).

@@ -4,8 +4,8 @@ export { buildApi, requestToken } from './api.js';
 export type { ApiOptions } from './api.js';
 export { redisKeys } from './keys.js';
 export type { RedisKeys } from './keys.js';
-export { createAuditLog, auditHash, canonicalJson, verifyAuditChain, parseAuditJsonl } from './audit.js';
-export { auditExportKey, auditJsonl, exportAudit } from './audit-export.js';
+export { createAuditLog, auditHash, canonicalJson, verifyAuditChain, parseAuditJsonl, auditJsonl } from './audit.js';
+export { auditExportKey, exportAudit } from './audit-export.js';
 export type { AuditLog, AuditEntry, StoredAuditEntry, AuditVerification } from './audit.js';
 export { computeGate } from './gate.js';
 export type { GateResult, GateCondition, OldKeyUsage } from './gate.js';
@@ -36,4 +36,5 @@ export { auditKeys, keyAuditCsv, keyAuditTable, DISABLED_BY_TAG, KEYS_AUDIT_ID, 
 export type { KeyAuditOptions, KeyAuditResult, KeyAuditRow, KeyAuditFlag, KeyAuditFlagCode } from './keys-audit.js';
 export { planMigration, planLines } from './plan.js';
 export type { PlanOptions, PlanTarget, PlanPrices, PlanRequests, SourcePlan, MigrationPlan } from './plan.js';
-export { processLogger, loadProcessConfig, readProcessConfig, awsClientConfig, engineOptionsFromConfig, closeOnSignals, routeWarnings, warningLine } from './process-config.js';
+export { processLogger, loadProcessConfig, readProcessConfig, awsClientConfig, engineOptionsFromConfig, closeOnSignals } from './process-config.js';
+export { routeWarnings, warningLine } from './warnings.js';

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { routeWarnings, warningLine } from '../src/process-config.js';
+import { routeWarnings, warningLine } from '../src/warnings.js';
 
 /** What the AWS SDK (3.9xx, `emitWarningIfUnsupportedVersion`) emits on Node 20. */
 const SDK_NOTICE = `NodeVersionSupportWarning: The AWS SDK for JavaScript (v3)
