@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { CommanderError, type Command } from 'commander';
 import { InvalidTransitionError, ValidationError } from '@rekey/core';
-import { FleetError, routeWarnings } from '@rekey/fleet';
+import { FleetError, routeWarnings } from '@rekey/fleet/offline';
 import { CliError, EXIT } from './errors.js';
 import { buildProgram } from './program.js';
 

@@ -4,9 +4,9 @@
  * problem is reported as one line that names the file.
  */
 import { readFile } from 'node:fs/promises';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { configReadReason, loadConfig, locateConfigProblems, ValidationError, type Config } from '@rekey/core';
-import { createEngine, engineOptionsFromConfig, type Engine } from '@rekey/fleet';
+import type { Engine } from '@rekey/fleet';
 import { CliError, EXIT } from './errors.js';
 
 /** Where a config file was named: the flag or the environment variable. */
@@ -65,6 +65,9 @@ export function localLogLevel(env: NodeJS.ProcessEnv = process.env): string {
  */
 export async function localEngine(config: Config, actor: string, opts: { logger?: Logger } = {}): Promise<Engine> {
   const level = localLogLevel();
+  // Loaded here, not at the top: the CLI starts without the fleet and the AWS SDK (~0.6 s), which
+  // only the commands that run an engine need.
+  const [{ default: pino }, { createEngine, engineOptionsFromConfig }] = await Promise.all([import('pino'), import('@rekey/fleet')]);
   const logger = opts.logger ?? pino({ level: 'silent', redact: { paths: REDACT, censor: '[redacted]' } }, pino.destination({ fd: 2, sync: true }));
   const engine = await createEngine(engineOptionsFromConfig(config, logger, actor));
   logger.level = level;

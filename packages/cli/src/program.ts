@@ -1,13 +1,12 @@
 import { Command, Option } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { auditJsonl, failuresCsv, parseAuditJsonl, verifyAuditChain } from '@rekey/fleet';
+import { auditJsonl, failuresCsv, parseAuditJsonl, verifyAuditChain } from '@rekey/fleet/offline';
 import { engineClient, httpClient, type RekeyClient } from './client.js';
 import { cliActor, loadCliConfig, localEngine } from './config.js';
 import { CliError, EXIT } from './errors.js';
 import { specFromFlags, type MigrateFlags } from './spec-input.js';
 import { statusLines, watchStatus } from './render.js';
-import { runDemo } from './commands/demo.js';
 import { buildReport, type ReportFormat } from './commands/report.js';
 import { registerBudgetCommand } from './commands/budget.js';
 import { registerRotate } from './commands/rotate.js';
@@ -254,6 +253,7 @@ export function buildProgram(): Command {
     .action(async (o: { items: string; keep?: boolean }) => {
       const n = Number(o.items);
       if (!Number.isInteger(n) || n < 1 || n > 1_000_000) throw new CliError(`--items must be a whole number from 1 to 1000000, got "${o.items}"`, EXIT.usage);
+      const { runDemo } = await import('./commands/demo.js');
       process.exitCode = await runDemo({ items: n, keep: Boolean(o.keep) });
     });
 

@@ -4,7 +4,7 @@
  * A change is written to the `fleet` audit log either way.
  */
 import type { Command } from 'commander';
-import { activeAccounts, type BudgetState } from '@rekey/fleet';
+import type { BudgetState } from '@rekey/fleet';
 import { coordinatorCall } from '../client.js';
 import { cliActor, loadCliConfig, localEngine } from '../config.js';
 import { CliError, EXIT } from '../errors.js';
@@ -48,6 +48,7 @@ async function viaRedis(value: number | string | undefined, actor: string, confi
   try {
     const budget = engine.budget;
     if (!budget) throw new CliError('no KMS budget is configured (kms.budget)');
+    const { activeAccounts } = await import('@rekey/fleet');
     const accounts = await activeAccounts(engine, budget.home);
     return value === undefined ? await budget.state(accounts) : await budget.set(value, actor, accounts);
   } finally {

@@ -1,4 +1,4 @@
-import { csvField } from '@rekey/fleet';
+import { csvField } from '@rekey/fleet/offline';
 import type { RekeyClient } from '../client.js';
 
 /** The CSV report's columns: one table, a row per fact, so a spreadsheet or `grep` reads any part of it. */
