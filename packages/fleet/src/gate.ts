@@ -28,6 +28,8 @@ export interface OldKeyUsage {
   readonly since?: string;
   /** Why the last look failed (e.g. AccessDenied on cloudtrail:LookupEvents); the gate stays red while set. */
   readonly error?: string;
+  /** Keys whose CloudTrail events the last look could not all read (the newest were read); shown as warnings. */
+  readonly skipped?: readonly string[];
 }
 
 export interface GateInput {
@@ -120,6 +122,7 @@ export function computeGate(input: GateInput): GateResult {
     for (const r of input.usage.readers) {
       warnings.push(`${r.operation} of ${r.key} by ${r.caller} (${r.count}x, last ${r.lastSeen}): it reads data outside this migration's sources`);
     }
+    for (const line of input.usage.skipped ?? []) warnings.push(`old-key usage monitor: ${line}`);
   }
   return { ready: conditions.every((c) => c.ok), conditions, warnings };
 }

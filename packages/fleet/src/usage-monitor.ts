@@ -107,6 +107,30 @@ function tally(rows: Map<string, UsageRow>, key: string, use: ClassifiedUse): vo
   rows.set(k, prev ? { ...prev, count: prev.count + 1, lastSeen: prev.lastSeen > at ? prev.lastSeen : at } : { key, operation: use.operation, caller: use.caller, lastSeen: at, count: 1 });
 }
 
+/** The caller of a blocker that GetKeyLastUsage reported before CloudTrail delivered its event. */
+const PENDING_CALLER = /^unknown caller \(CloudTrail event (.+) not delivered yet\)$/;
+
+/**
+ * The rows of one look merged with those of earlier looks of the same verify round: each look
+ * reads the whole window again, so a row's count is the larger of the two and its last use the
+ * later. A row only an earlier look has stays (this look may have read only the newest events).
+ * An earlier "not delivered yet" row goes once CloudTrail has delivered its event (`seen`): the
+ * look has counted it under its real caller.
+ */
+export function mergeRows(earlier: readonly UsageRow[], now: ReadonlyMap<string, UsageRow>, seen: ReadonlySet<string>): UsageRow[] {
+  const out = new Map<string, UsageRow>();
+  for (const r of earlier) {
+    const pending = PENDING_CALLER.exec(r.caller)?.[1];
+    if (pending !== undefined && seen.has(pending)) continue;
+    out.set(`${r.key}\u0000${r.operation}\u0000${r.caller}`, r);
+  }
+  for (const [k, r] of now) {
+    const e = out.get(k);
+    out.set(k, e ? { ...r, count: Math.max(e.count, r.count), lastSeen: e.lastSeen > r.lastSeen ? e.lastSeen : r.lastSeen } : r);
+  }
+  return [...out.values()];
+}
+
 /**
  * A shared gate that lets at most `rps` requests through per second, in call order
  * (CloudTrail LookupEvents allows 2 requests per second per account and Region).
@@ -212,6 +236,11 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
 
   async function check(m: Migration): Promise<OldKeyUsage> {
     if (!m.verifyStartedAt) throw new RangeError(`migration ${m.id} has not started verification; there is no window to watch`);
+    // What earlier looks of this verify round saw stays: a look that could read only the newest
+    // events (see maxPagesPerKey) must not drop a blocker an earlier look found.
+    const prev = await deps.getUsage(m.id);
+    const earlier = prev && prev.since === m.verifyStartedAt && prev.checkedAt !== null ? prev : undefined;
+    const skipped: string[] = [];
     const checkedAt = new Date();
     // CloudTrail times have second precision: an event in the same second as the start counts (the safe side).
     const since = new Date(Math.floor(Date.parse(m.verifyStartedAt) / 1000) * 1000);
@@ -219,14 +248,23 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
     const blockers = new Map<string, UsageRow>();
     const readers = new Map<string, UsageRow>();
     const lastUse = new Map<string, number>();
+    const seenIds = new Set<string>();
     for (const key of m.keys.from) {
       await gate.take();
       const last = await deps.kms.send(new GetKeyLastUsageCommand({ KeyId: key }));
       const { events, truncated } = await lookup(key, since);
-      if (truncated) deps.logger.warn({ migration: m.id, key, pages: maxPages }, 'old-key usage: more CloudTrail events than the monitor reads per look; older ones were skipped');
       const seen = new Set<string>();
+      if (truncated) {
+        const oldest = events.reduce<Date | undefined>((o, ev) => (ev.EventTime && (!o || ev.EventTime < o) ? ev.EventTime : o), undefined);
+        const line = `${key}: more CloudTrail events since verification started than one look reads (${maxPages * 50}); this look skipped those before ${oldest?.toISOString() ?? 'its newest page'}, uses seen by earlier looks are kept`;
+        skipped.push(line);
+        deps.logger.warn({ migration: m.id, key, pages: maxPages, oldest: oldest?.toISOString() }, 'old-key usage: more CloudTrail events than the monitor reads per look; older ones were skipped in this look');
+      }
       for (const ev of events) {
-        if (ev.EventId) seen.add(ev.EventId);
+        if (ev.EventId) {
+          seen.add(ev.EventId);
+          seenIds.add(ev.EventId);
+        }
         if (ev.EventTime && ev.EventTime < since) continue;
         const use = classifyEvent(ev, key, fleet, isFleetPrincipal);
         if (use.kind === 'blocker') tally(blockers, key, use);
@@ -248,10 +286,11 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
       }
     }
     const usage: OldKeyUsage = {
-      blockers: [...blockers.values()],
-      readers: [...readers.values()],
+      blockers: mergeRows(earlier?.blockers ?? [], blockers, seenIds),
+      readers: mergeRows(earlier?.readers ?? [], readers, seenIds),
       checkedAt: checkedAt.toISOString(),
       since: m.verifyStartedAt,
+      ...(skipped.length > 0 && { skipped }),
     };
     await deps.setUsage(m.id, usage);
     for (const [label, seconds] of lastUse) {

@@ -7,9 +7,9 @@ import { parseMigrationSpec, type Migration } from '@rekey/core';
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { awsClientConfig, TEST_CREDENTIALS, uniqueName, useAwsLocal, type AwsTestEndpoint } from '@rekey/testing';
 import { startEngineFixture } from './engine-fixture.js';
-import { classifyEvent, createRateGate, createUsageMonitor, principalMatcher } from '../src/usage-monitor.js';
+import { classifyEvent, createRateGate, createUsageMonitor, mergeRows, principalMatcher } from '../src/usage-monitor.js';
 import { createFleetMetrics } from '../src/metrics.js';
-import type { OldKeyUsage } from '../src/gate.js';
+import { computeGate, type OldKeyUsage } from '../src/gate.js';
 
 const OLD = 'arn:aws:kms:us-east-1:000000000000:key/11111111-1111-4111-8111-111111111111';
 const NEW = 'arn:aws:kms:us-east-1:000000000000:key/22222222-2222-4222-8222-222222222222';
@@ -118,6 +118,17 @@ describe('fleet principals (workers under an IAM role, whose access keys change 
 });
 
 describe('createRateGate', () => {
+  it('merges a look with earlier looks of the round: larger count, later use, rows only earlier looks saw, pending rows until delivered', () => {
+    const row = (operation: string, caller: string, count: number, lastSeen: string) => ({ key: 'k', operation, caller, count, lastSeen });
+    const pending = row('Encrypt', 'unknown caller (CloudTrail event ev-9 not delivered yet)', 1, '2026-01-01T00:00:09.000Z');
+    const earlier = [row('Encrypt', 'app', 3, '2026-01-01T00:00:05.000Z'), row('GenerateDataKey', 'batch', 1, '2026-01-01T00:00:01.000Z'), pending];
+    const now = new Map([['k\u0000Encrypt\u0000app', row('Encrypt', 'app', 2, '2026-01-01T00:00:07.000Z')]]);
+
+    expect(mergeRows(earlier, now, new Set())).toEqual([row('Encrypt', 'app', 3, '2026-01-01T00:00:07.000Z'), earlier[1], pending]);
+    // Once CloudTrail delivered ev-9, the look counted it under its real caller: the pending row goes.
+    expect(mergeRows(earlier, now, new Set(['ev-9']))).toEqual([row('Encrypt', 'app', 3, '2026-01-01T00:00:07.000Z'), earlier[1]]);
+  });
+
   it('spaces requests at the given rate', async () => {
     const gate = createRateGate(10);
     const t0 = Date.now();
@@ -160,7 +171,7 @@ describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail Look
     return { id: 'mon', spec, state: 'ready', keys: { from: [from], to, aliases: {} }, createdAt: verifyStartedAt, updatedAt: verifyStartedAt, verifyStartedAt, verifiedAt: verifyStartedAt };
   }
 
-  function monitorWith(stored: Map<string, OldKeyUsage>, overrides: { cloudtrail?: CloudTrailClient } = {}) {
+  function monitorWith(stored: Map<string, OldKeyUsage>, overrides: { cloudtrail?: CloudTrailClient; maxPagesPerKey?: number } = {}) {
     const metrics = createFleetMetrics({ defaultMetrics: false });
     const monitor = createUsageMonitor({
       kms: fleetKms,
@@ -173,6 +184,7 @@ describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail Look
       metrics,
       logger: pino({ level: 'silent' }),
       requestsPerSecond: 50,
+      ...(overrides.maxPagesPerKey !== undefined && { maxPagesPerKey: overrides.maxPagesPerKey }),
     });
     return { monitor, metrics };
   }
@@ -235,6 +247,37 @@ describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail Look
     expect(usage.blockers).toHaveLength(1);
     expect(usage.blockers[0]).toMatchObject({ key: oldKey, operation: 'Encrypt' });
     expect(usage.blockers[0]!.caller).toMatch(/^unknown caller \(CloudTrail event .+ not delivered yet\)$/);
+  });
+
+  it('keeps a blocker an earlier look found when a later look can read only the newest events, and says what it skipped', async () => {
+    const oldKey = await newKey();
+    const m = migrationOf(oldKey, await newKey(), new Date(Date.now() - 1000).toISOString());
+    const blob = (await otherKms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from('stale writer') }))).CiphertextBlob!;
+    const stored = new Map<string, OldKeyUsage>();
+    // One page (50 events) per look.
+    const { monitor } = monitorWith(stored, { maxPagesPerKey: 1 });
+
+    const first = await monitor.check(m);
+    expect(first.blockers.map((b) => [b.operation, b.count])).toEqual([['Encrypt', 1]]);
+    expect(first.skipped).toBeUndefined();
+
+    // 60 reads push the Encrypt out of the newest 50 events.
+    for (let i = 0; i < 60; i++) await otherKms.send(new DecryptCommand({ CiphertextBlob: blob }));
+    const second = await monitor.check(m);
+
+    expect(second.blockers.map((b) => [b.operation, b.count, b.lastSeen])).toEqual([['Encrypt', 1, first.blockers[0]!.lastSeen]]);
+    // The page holds the newest reads (and the monitor's own first GetKeyLastUsage, which is not a use).
+    expect(second.readers.map((r) => r.operation)).toEqual(['Decrypt']);
+    expect(second.readers[0]!.count).toBeGreaterThan(40);
+    expect(second.skipped).toEqual([expect.stringMatching(new RegExp(`^${oldKey}: more CloudTrail events since verification started than one look reads \\(50\\)`))]);
+    const gate = computeGate({ migration: m, counters: {}, acks: new Map(), failureIds: [], usage: second, usageMonitored: true });
+    expect(gate.conditions.find((c) => c.name === 'old-key-quiet')).toMatchObject({ ok: false, detail: expect.stringContaining('Encrypt by') });
+    expect(gate.warnings).toContainEqual(expect.stringMatching(/^old-key usage monitor: .*skipped those before/));
+
+    // A new verify round starts from nothing: what the earlier round saw is not carried.
+    const later = migrationOf(oldKey, m.keys.to, new Date(Date.now() + 1000).toISOString());
+    await sleep(1100);
+    expect((await monitor.check(later)).blockers).toEqual([]);
   });
 
   it('stores why a look failed, keeping the last result', async () => {
