@@ -70,14 +70,18 @@ function int(v: string | undefined, flag: string): number | undefined {
   return n;
 }
 
-/** Reads a YAML or JSON file as data; errors name the file and the reason. */
-export async function readYamlFile(path: string): Promise<unknown> {
-  let text: string;
+/** Reads a file the user named; the error (exit 2) names the file and the reason. */
+export async function readUserFile(path: string): Promise<string> {
   try {
-    text = await readFile(path, 'utf8');
+    return await readFile(path, 'utf8');
   } catch (err) {
     throw new CliError(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, EXIT.usage);
   }
+}
+
+/** Reads a YAML or JSON file as data; errors name the file and the reason. */
+export async function readYamlFile(path: string): Promise<unknown> {
+  const text = await readUserFile(path);
   try {
     return parseYaml(text);
   } catch (err) {

@@ -8,7 +8,6 @@
  * coordinator's workers do the work and this process drives it through the API (the rotation's
  * audit log is then written to Redis directly, so it needs REKEY_REDIS_URL too).
  */
-import { readFile } from 'node:fs/promises';
 import { KMSClient } from '@aws-sdk/client-kms';
 import { loadConfig, type Config, type SourceSpec } from '@rekey/core';
 import {
@@ -29,6 +28,7 @@ import {
 import { engineClient, httpClient, type RekeyClient } from '../client.js';
 import { CliError, EXIT } from '../errors.js';
 import { watchStatus } from '../render.js';
+import { readUserFile } from '../spec-input.js';
 
 export interface RotateFlags {
   file: string;
@@ -42,13 +42,7 @@ const ALIAS = /^alias\/[a-zA-Z0-9/_-]{1,250}$/;
 
 /** Loads `rekey.yaml` (bindings and sources) merged with the environment, as every process does. */
 export async function loadConfigFile(path: string): Promise<Config> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new CliError(`${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, EXIT.usage);
-  }
-  return loadConfig({ yamlText: text, env: process.env, role: 'cli' });
+  return loadConfig({ yamlText: await readUserFile(path), env: process.env, role: 'cli' });
 }
 
 /** The sources `rekey.yaml` binds to an alias, as specs. */
