@@ -253,7 +253,6 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
       await gate.take();
       const last = await deps.kms.send(new GetKeyLastUsageCommand({ KeyId: key }));
       const { events, truncated } = await lookup(key, since);
-      const seen = new Set<string>();
       if (truncated) {
         const oldest = events.reduce<Date | undefined>((o, ev) => (ev.EventTime && (!o || ev.EventTime < o) ? ev.EventTime : o), undefined);
         const line = `${key}: more CloudTrail events since verification started than one look reads (${maxPages * 50}); this look skipped those before ${oldest?.toISOString() ?? 'its newest page'}, uses seen by earlier looks are kept`;
@@ -261,10 +260,7 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
         deps.logger.warn({ migration: m.id, key, pages: maxPages, oldest: oldest?.toISOString() }, 'old-key usage: more CloudTrail events than the monitor reads per look; older ones were skipped in this look');
       }
       for (const ev of events) {
-        if (ev.EventId) {
-          seen.add(ev.EventId);
-          seenIds.add(ev.EventId);
-        }
+        if (ev.EventId) seenIds.add(ev.EventId);
         if (ev.EventTime && ev.EventTime < since) continue;
         const use = classifyEvent(ev, key, fleet, isFleetPrincipal);
         if (use.kind === 'blocker') tally(blockers, key, use);
@@ -275,7 +271,7 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
       }
       // CloudTrail can deliver minutes late; GetKeyLastUsage already knows about an encrypt-type use.
       const u = last.KeyLastUsage;
-      if (u?.Timestamp && u.Timestamp >= since && u.Operation && ENCRYPT_TYPE.test(u.Operation) && !(u.CloudTrailEventId && seen.has(u.CloudTrailEventId))) {
+      if (u?.Timestamp && u.Timestamp >= since && u.Operation && ENCRYPT_TYPE.test(u.Operation) && !(u.CloudTrailEventId && seenIds.has(u.CloudTrailEventId))) {
         tally(blockers, key, {
           kind: 'blocker',
           operation: u.Operation,
