@@ -131,7 +131,7 @@ export class RekeyStack extends Stack {
       for (const p of props.intake.producers ?? []) this.intakeQueue.grantSendMessages(p);
       new events.Rule(this, 'KmsAliasMoves', { description: 'KMS UpdateAlias/CreateAlias (CloudTrail) to the Rekey intake', eventPattern: INTAKE_PATTERNS.aliasMoves, targets: [new targets.SqsQueue(this.intakeQueue)] });
       new events.Rule(this, 'KmsRotations', { description: 'KMS automatic key rotations to the Rekey intake', eventPattern: INTAKE_PATTERNS.rotations, targets: [new targets.SqsQueue(this.intakeQueue)] });
-      new CfnOutput(this, 'IntakeQueueUrl', { value: this.intakeQueue.queueUrl, description: 'REKEY_INTAKE_QUEUE_URL / intake.queueUrl' });
+      new CfnOutput(this, 'IntakeQueueUrl', { value: this.intakeQueue.queueUrl, description: 'intake.queueUrl in rekey.yaml' });
       new CfnOutput(this, 'IntakeDlqUrl', { value: this.intakeDlq.queueUrl, description: 'poison intake messages land here after maxReceiveCount receives' });
     }
 
