@@ -115,7 +115,8 @@ export class RekeyStack extends Stack {
     if (props.auditBucket !== undefined) {
       const audit = `arn:${this.partition}:s3:::${props.auditBucket}`;
       this.coordinatorRole.addToPolicy(new iam.PolicyStatement({ sid: 'AuditBucketCheck', actions: ['s3:ListBucket'], resources: [audit] }));
-      this.coordinatorRole.addToPolicy(new iam.PolicyStatement({ sid: 'AuditExport', actions: ['s3:PutObject'], resources: [`${audit}/rekey/audit/*`] }));
+      // GetObject for HeadObject: a copy is written only over one it extends (the check reads its metadata).
+      this.coordinatorRole.addToPolicy(new iam.PolicyStatement({ sid: 'AuditExport', actions: ['s3:PutObject', 's3:GetObject'], resources: [`${audit}/rekey/audit/*`] }));
     }
 
     if (props.intake) {

@@ -71,7 +71,7 @@ describe('RekeyStack: least-privilege roles for the coordinator and the workers'
   it('lets the coordinator write the audit export under rekey/audit/ of the audit bucket and nothing else there', () => {
     const st = statementsOf(synth({ auditBucket: 'rekey-audit' }), 'CoordinatorRole');
 
-    expect(st.find((s) => s.Sid === 'AuditExport')).toMatchObject({ Action: 's3:PutObject', Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::rekey-audit/rekey/audit/*']] } });
+    expect(st.find((s) => s.Sid === 'AuditExport')).toMatchObject({ Action: ['s3:PutObject', 's3:GetObject'], Resource: { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':s3:::rekey-audit/rekey/audit/*']] } });
     expect(st.find((s) => s.Sid === 'AuditBucketCheck')).toMatchObject({ Action: 's3:ListBucket' });
   });
 

@@ -27,6 +27,15 @@ export function gateLines(st: MigrationStatus): string[] {
   return lines;
 }
 
+/** Where the audit log's copy in `auditBucket` stands, or why it could not be written; none without a bucket. */
+export function auditCopyLine(m: MigrationStatus['migration']): string | undefined {
+  if (!m.spec.auditBucket) return undefined;
+  if (m.auditExportError) return `audit copy: NOT WRITTEN: ${m.auditExportError}`;
+  const c = m.auditExport ?? m.auditCheckpoint;
+  if (!c) return `audit copy: not written yet (s3://${m.spec.auditBucket})`;
+  return `audit copy: s3://${c.bucket}/${c.key}, ${c.entries} entries${m.auditExport ? ' (final)' : ''} at ${c.at}`;
+}
+
 /** A plain, non-TTY rendering of a status (one block of lines). */
 export function statusLines(st: MigrationStatus): string[] {
   const m = st.migration;
@@ -41,6 +50,8 @@ export function statusLines(st: MigrationStatus): string[] {
   }
   lines.push(`  total ${st.totals.processed}/${st.totals.discovered} ${(st.totals.ratio * 100).toFixed(1)}% · ${st.ratePerSecond.toFixed(1)} items/s · ETA ${formatDuration(st.etaSeconds)}`);
   lines.push(`  ${outcomeLine(st)}`);
+  const audit = auditCopyLine(m);
+  if (audit) lines.push(`  ${audit}`);
   return [...lines, ...gateLines(st).map((l) => `  ${l}`)];
 }
 

@@ -37,11 +37,13 @@ export interface Migration {
   readonly finishedAt?: string | undefined;
   /** Where the audit log was written when the migration ended (`spec.auditBucket`). */
   readonly auditExport?: AuditExport | undefined;
-  /** Why the last audit export attempt failed (retried by the coordinator). */
+  /** The last copy of the log written to `spec.auditBucket` while the migration ran (every `auditCheckpointMs`). */
+  readonly auditCheckpoint?: AuditExport | undefined;
+  /** Why the last audit export or checkpoint failed (retried by the coordinator). */
   readonly auditExportError?: string | undefined;
 }
 
-/** An audit log written to S3 as JSONL at the end of a migration. */
+/** An audit log written to S3 as JSONL at the end of a migration, or so far while it runs. */
 export interface AuditExport {
   readonly bucket: string;
   readonly key: string;

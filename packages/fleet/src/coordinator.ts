@@ -18,6 +18,13 @@ export interface CoordinatorDeps {
   /** How long a failed audit export waits before it is tried again. @defaultValue 30000 */
   readonly exportRetryMs?: number;
   /**
+   * Writes a running migration's audit log so far to its `auditBucket` (only called when it has
+   * one), so the bucket anchors the log while the migration runs. Throws when it can't.
+   */
+  readonly checkpointAudit?: (m: Migration) => Promise<void>;
+  /** Time between two checkpoints of a migration's audit log (and after a failed one). @defaultValue 60000 */
+  readonly auditCheckpointMs?: number;
+  /**
    * How often the loop looks at every migration when nothing wakes it. Changes wake it at once
    * (`wake`, called for every message on the store's change channel), so the tick is a fallback.
    * @defaultValue 500
@@ -42,6 +49,7 @@ export function createCoordinator(deps: CoordinatorDeps) {
   let wakeAgain = false;
   let stopped = false;
   const exportRetryAt = new Map<string, number>();
+  const checkpointAt = new Map<string, number>();
 
   async function maybeExport(m: Migration): Promise<void> {
     if (!deps.exportAudit || !m.spec.auditBucket || m.auditExport) return;
@@ -52,6 +60,18 @@ export function createCoordinator(deps: CoordinatorDeps) {
     } catch (err) {
       exportRetryAt.set(m.id, Date.now() + (deps.exportRetryMs ?? 30_000));
       logger.error({ migration: m.id, bucket: m.spec.auditBucket, err: (err as Error).message }, 'audit export failed; retrying later');
+    }
+  }
+
+  async function maybeCheckpoint(m: Migration): Promise<void> {
+    if (!deps.checkpointAudit || !m.spec.auditBucket) return;
+    if ((checkpointAt.get(m.id) ?? 0) > Date.now()) return;
+    if (!(await enumerator.holdLease(m.id))) return;
+    checkpointAt.set(m.id, Date.now() + (deps.auditCheckpointMs ?? 60_000));
+    try {
+      await deps.checkpointAudit(m);
+    } catch (err) {
+      logger.error({ migration: m.id, bucket: m.spec.auditBucket, err: (err as Error).message }, 'audit checkpoint failed; retrying later');
     }
   }
 
@@ -134,10 +154,14 @@ export function createCoordinator(deps: CoordinatorDeps) {
       if (isTerminal(m.state) || m.state === 'paused') {
         const p = passes.get(m.id);
         p?.abort.abort();
-        if (isTerminal(m.state)) await maybeExport(m);
+        if (isTerminal(m.state)) {
+          checkpointAt.delete(m.id);
+          await maybeExport(m);
+        } else await maybeCheckpoint(m);
         continue;
       }
       try {
+        await maybeCheckpoint(m);
         await advance(m);
       } catch (err) {
         logger.error({ migration: m.id, state: m.state, err: (err as Error).message }, 'coordinator step failed; retrying on the next tick');

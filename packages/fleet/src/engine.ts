@@ -28,7 +28,7 @@ import {
 import { createInFlightLimit, createKmsGateway, isCredentialError, type KmsGateway } from '@rekey/kms';
 import { createSource } from '@rekey/sources';
 import { canonicalJson, createAuditLog, type AuditLog } from './audit.js';
-import { checkAuditBucket, exportAudit } from './audit-export.js';
+import { checkAuditBucket, checkpointAudit, exportAudit } from './audit-export.js';
 import { DISABLED_BY_TAG } from './keys-audit.js';
 import { createFleetBudget, type FleetBudget } from './budget.js';
 import { createCoordinator } from './coordinator.js';
@@ -169,8 +169,11 @@ export interface Engine {
   ack(id: string, which: { all: true } | { ids: readonly string[] }, reason: string, actor: string): Promise<number>;
   /** Starts a BullMQ worker in this process. */
   startWorker(opts?: { concurrency?: number; shutdown?: AbortSignal }): { close(): Promise<void> };
-  /** Starts the coordinator loop in this process. */
-  startCoordinator(opts?: { tickMs?: number }): {
+  /**
+   * Starts the coordinator loop in this process. `auditCheckpointMs` is the time between two
+   * checkpoints of a running migration's audit log to its auditBucket (default 60 s).
+   */
+  startCoordinator(opts?: { tickMs?: number; auditCheckpointMs?: number }): {
     tick(): Promise<void>;
     /** Runs one pass of the old-key usage monitor now (a no-op when `monitorUsage` is off). */
     checkUsage(): Promise<void>;
@@ -416,6 +419,18 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
     }
   }
 
+  /** Writes a running migration's audit log so far to its auditBucket and records it (or why not). */
+  async function checkpointAuditOf(m: Migration): Promise<void> {
+    try {
+      const rec = await checkpointAudit({ s3: controlS3, audit }, m);
+      if (rec) await store.patch(m.id, { auditCheckpoint: rec, auditExportError: undefined });
+      else if (m.auditExportError !== undefined) await store.patch(m.id, { auditExportError: undefined });
+    } catch (err) {
+      await store.patch(m.id, { auditExportError: (err as Error).message });
+      throw err;
+    }
+  }
+
   const settle = createSettler({
     store,
     gateOf,
@@ -625,7 +640,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
             await settle(m);
           }
         : settle;
-      const coordinator = createCoordinator({ store, enumerator, logger, actor, settle: settleFresh, exportAudit: exportAuditOf, tickMs: c.tickMs ?? 500 });
+      const coordinator = createCoordinator({ store, enumerator, logger, actor, settle: settleFresh, exportAudit: exportAuditOf, checkpointAudit: checkpointAuditOf, ...(c.auditCheckpointMs !== undefined && { auditCheckpointMs: c.auditCheckpointMs }), tickMs: c.tickMs ?? 500 });
       coordinator.start();
       // Any process that changes a migration (the API, a CLI, a worker recording the last batch of a
       // pass) publishes its id: the coordinator acts on it now rather than on its next tick.

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { ValidationError } from '@rekey/core';
 import { createTestRedis, uniqueName } from '@rekey/testing';
-import { auditExportKey, parseAuditJsonl, verifyAuditChain } from '../src/index.js';
+import { auditExportKey, auditHash, auditJsonl, canonicalJson, exportAudit, parseAuditJsonl, verifyAuditChain, type StoredAuditEntry } from '../src/index.js';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 
 describe('audit export: a finished migration writes its audit log as JSONL to auditBucket', () => {
@@ -80,7 +80,7 @@ describe('audit export: a finished migration writes its audit log as JSONL to au
     expect(() => parseAuditJsonl('{"id":"1-0"}\n')).toThrow('line 1: lacks id or hash');
   });
 
-  it('does not export a broken chain: the migration records why and nothing is written', async () => {
+  it('does not export a broken chain: the migration records why, and the bucket keeps the last checkpoint', async () => {
     const auditBucket = uniqueName('audit');
     await f.s3.send(new CreateBucketCommand({ Bucket: auditBucket }));
     const { id } = await migration(auditBucket);
@@ -95,8 +95,88 @@ describe('audit export: a finished migration writes its audit log as JSONL to au
     await f.engine.cancel(id, 'test', 'tampered');
     const m = await f.waitUntil(id, (x) => x.auditExportError !== undefined, 'the failed export');
 
-    expect(m.auditExportError).toMatch(new RegExp(`^audit chain of ${id} is broken at .*; not exported$`));
+    expect(m.auditExportError).toMatch(new RegExp(`^audit chain of ${id} is broken at .*; not (exported|written)$`));
     expect(m.auditExport).toBeUndefined();
-    await expect(bodyOf(auditBucket, auditExportKey(id))).rejects.toMatchObject({ name: 'NoSuchKey' });
+    // The bucket holds the last checkpoint taken while the migration ran: the log before the edit.
+    const copy = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    expect(verifyAuditChain(copy).ok).toBe(true);
+    expect(copy.map((e) => e.actor)).not.toContain('forged');
   });
 });
+
+describe('audit checkpoints: a running migration keeps its log so far in auditBucket', () => {
+  let f: EngineFixture;
+  const bodyOf = async (Bucket: string, Key: string) => (await (await f.s3.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString());
+
+  beforeAll(async () => {
+    f = await startEngineFixture('auditckpt', { coordinator: { auditCheckpointMs: 200 } });
+  });
+
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  async function running(): Promise<{ id: string; auditBucket: string }> {
+    const auditBucket = uniqueName('audit');
+    await f.s3.send(new CreateBucketCommand({ Bucket: auditBucket }));
+    const bucket = uniqueName('ckptsrc');
+    await f.s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    const oldKey = await f.newKey('old');
+    for (let i = 0; i < 3; i++) await f.s3.send(new PutObjectCommand({ Bucket: bucket, Key: `o/${i}`, Body: `body ${i}`, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
+    const m = await f.engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket }], from: [oldKey], to: await f.newKey('new'), auditBucket }, 'test');
+    await f.waitUntil(m.id, (x) => x.state === 'ready', 'ready');
+    return { id: m.id, auditBucket };
+  }
+
+  it('writes the log so far while the migration runs, and each copy extends the one before', async () => {
+    const { id, auditBucket } = await running();
+    const live = await f.engine.audit.read(id);
+    const first = await f.waitUntil(id, (x) => x.auditCheckpoint?.entries === live.length, 'a checkpoint of the whole log');
+    const copy1 = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    expect(first.auditCheckpoint).toMatchObject({ bucket: auditBucket, key: auditExportKey(id), entries: copy1.length, head: copy1.at(-1)!.hash });
+    expect(first.auditCheckpoint!.sha256).toBe(createHash('sha256').update(auditJsonl(copy1)).digest('hex'));
+    expect(verifyAuditChain(copy1)).toEqual({ ok: true, entries: live.length });
+
+    await f.engine.audit.append(id, { actor: 'test', type: 'note', data: { why: 'a later entry' } });
+    await f.waitUntil(id, (x) => x.auditCheckpoint?.entries === live.length + 1, 'the next checkpoint');
+    const copy2 = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    expect(copy2.slice(0, copy1.length)).toEqual(copy1);
+    expect(copy2.at(-1)).toMatchObject({ type: 'note', prev: copy1.at(-1)!.hash });
+  });
+
+  it('refuses a log rewritten in Redis with its hashes recomputed: the bucket keeps the copy, the migration says where they part', async () => {
+    const { id, auditBucket } = await running();
+    const before = await f.waitUntil(id, (x) => x.auditCheckpoint !== undefined, 'a checkpoint');
+    const copy = await bodyOf(auditBucket, auditExportKey(id));
+    // Someone with write access to Redis rewrites history: the second entry gets another actor,
+    // and every hash from there on is recomputed, so the chain checks on its own.
+    const entries = await f.engine.audit.read(id);
+    const forged: StoredAuditEntry[] = [];
+    for (const [i, e] of entries.entries()) {
+      const { id: sid, hash: _hash, ...entry } = e;
+      const body = { ...entry, ...(i === 1 && { actor: 'someone-else' }), prev: forged.at(-1)?.hash ?? entry.prev };
+      forged.push({ ...body, id: sid, hash: auditHash(body) });
+    }
+    const r = createTestRedis();
+    await r.del(f.engine.keys.audit(id));
+    for (const e of forged) {
+      const { id: _sid, hash, ...entry } = e;
+      await r.xadd(f.engine.keys.audit(id), '*', 'entry', canonicalJson(entry), 'hash', hash);
+    }
+    await r.set(f.engine.keys.auditHead(id), forged.at(-1)!.hash);
+    await r.quit();
+    expect((await f.engine.audit.verify(id)).ok).toBe(true);
+
+    const m = await f.waitUntil(id, (x) => x.auditExportError !== undefined, 'the refused checkpoint');
+    expect(m.auditExportError).toMatch(new RegExp(`^the audit log of ${id} in Redis no longer extends the copy in s3://${auditBucket}/${auditExportKey(id)}: its entry ${before.auditCheckpoint!.entries} has hash ${forged[before.auditCheckpoint!.entries - 1]!.hash}, the copy ends at ${before.auditCheckpoint!.head}`));
+    expect(await bodyOf(auditBucket, auditExportKey(id))).toBe(copy);
+
+    // Nor does the final export write it.
+    await f.engine.cancel(id, 'test', 'tampered log');
+    const end = await f.waitUntil(id, (x) => x.state === 'cancelled', 'cancelled');
+    await expect(exportAudit({ s3: f.s3, audit: f.engine.audit }, end)).rejects.toThrow(/no longer extends the copy/);
+    expect((await f.engine.get(id)).auditExport).toBeUndefined();
+    expect(await bodyOf(auditBucket, auditExportKey(id))).toBe(copy);
+  });
+});
+

@@ -32,7 +32,7 @@ export interface EngineFixture {
  */
 export async function startEngineFixture(
   name: string,
-  o: { db?: boolean; engine?: Partial<EngineOptions>; timeouts?: Partial<AwsTimeouts> } = {},
+  o: { db?: boolean; engine?: Partial<EngineOptions>; timeouts?: Partial<AwsTimeouts>; coordinator?: { auditCheckpointMs?: number } } = {},
 ): Promise<EngineFixture> {
   const ep = await useAwsLocal();
   const kms = new KMSClient(awsClientConfig(ep));
@@ -46,7 +46,7 @@ export async function startEngineFixture(
     logger: pino({ level: 'silent' }),
     ...o.engine,
   });
-  const coordinator = engine.startCoordinator({ tickMs: 100 });
+  const coordinator = engine.startCoordinator({ tickMs: 100, ...o.coordinator });
   const worker = engine.startWorker({ concurrency: 2 });
   return {
     ep,
