@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { CreateAliasCommand, UpdateAliasCommand } from '@aws-sdk/client-kms';
+import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from './harness.js';
@@ -32,6 +33,7 @@ describe('the status page in headless Chromium during a running migration', () =
     oldKey = await createKey(stack.kms, 'status page: old');
     await stack.kms.send(new CreateAliasCommand({ AliasName: 'alias/e2e-page', TargetKeyId: oldKey }));
     await seedSseObjects(stack.s3, 'e2e-status-page', 'alias/e2e-page', ITEMS, { size: 64 });
+    await stack.s3.send(new CreateBucketCommand({ Bucket: 'e2e-status-audit' }));
     const newKey = await createKey(stack.kms, 'status page: new');
     await stack.kms.send(new UpdateAliasCommand({ AliasName: 'alias/e2e-page', TargetKeyId: newKey }));
     // Slow S3 down so the migration lasts long enough for the page to watch it move.
@@ -51,6 +53,7 @@ describe('the status page in headless Chromium during a running migration', () =
       from: [oldKey],
       to: 'alias/e2e-page',
       options: { batchSize: 25, concurrency: 2 },
+      auditBucket: 'e2e-status-audit',
     });
     const context = await browser.newContext({ viewport: { width: 1360, height: 1050 } });
     const page = await context.newPage();
@@ -88,6 +91,10 @@ describe('the status page in headless Chromium during a running migration', () =
       expect.arrayContaining([expect.stringContaining('migration.created')]),
     );
     expect(await page.getByTestId('throughput-chart').locator('path').count()).toBe(2);
+    // The coordinator copies the log to auditBucket while the migration runs.
+    await expect.poll(() => page.getByTestId('audit-copy').textContent(), { timeout: 15_000 }).toMatch(
+      new RegExp(`^audit copy: s3://e2e-status-audit/rekey/audit/${m.id}\\.jsonl, \\d+ entr(y|ies) at `),
+    );
     expect(pageErrors).toEqual([]);
 
     mkdirSync(fileURLToPath(new URL('../artifacts/', import.meta.url)), { recursive: true });

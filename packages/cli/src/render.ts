@@ -33,7 +33,7 @@ export function auditCopyLine(m: MigrationStatus['migration']): string | undefin
   if (m.auditExportError) return `audit copy: NOT WRITTEN: ${m.auditExportError}`;
   const c = m.auditExport ?? m.auditCheckpoint;
   if (!c) return `audit copy: not written yet (s3://${m.spec.auditBucket})`;
-  return `audit copy: s3://${c.bucket}/${c.key}, ${c.entries} entries${m.auditExport ? ' (final)' : ''} at ${c.at}`;
+  return `audit copy: s3://${c.bucket}/${c.key}, ${c.entries} ${c.entries === 1 ? 'entry' : 'entries'}${m.auditExport ? ' (final)' : ''} at ${c.at}`;
 }
 
 /** A plain, non-TTY rendering of a status (one block of lines). */

@@ -15,6 +15,7 @@ describe('the audit copy line of `rekey status`', () => {
     expect(auditCopyLine(migration({}, 'audit'))).toBe('audit copy: not written yet (s3://audit)');
     expect(auditCopyLine(migration({ auditCheckpoint: copy }, 'audit'))).toBe('audit copy: s3://audit/rekey/audit/m1.jsonl, 7 entries at 2026-01-01T00:05:00.000Z');
     expect(auditCopyLine(migration({ auditCheckpoint: copy, auditExport: { ...copy, entries: 9 } }, 'audit'))).toBe('audit copy: s3://audit/rekey/audit/m1.jsonl, 9 entries (final) at 2026-01-01T00:05:00.000Z');
+    expect(auditCopyLine(migration({ auditCheckpoint: { ...copy, entries: 1 } }, 'audit'))).toBe('audit copy: s3://audit/rekey/audit/m1.jsonl, 1 entry at 2026-01-01T00:05:00.000Z');
     expect(auditCopyLine(migration({ auditCheckpoint: copy, auditExportError: 'the audit log of m1 in Redis no longer extends the copy' }, 'audit'))).toBe(
       'audit copy: NOT WRITTEN: the audit log of m1 in Redis no longer extends the copy',
     );

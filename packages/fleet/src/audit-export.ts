@@ -77,17 +77,23 @@ async function writeCopy(s3: S3Client, m: Migration, entries: readonly StoredAud
   return { bucket, key, entries: entries.length, head, sha256: digest.digest('hex'), at: new Date().toISOString() };
 }
 
+/** Whether the log holds the entry of the migration's current state (its state is saved before the entry is appended). */
+function recordsState(entries: readonly StoredAuditEntry[], m: Migration): boolean {
+  return m.state === 'created' || entries.some((e) => e.type === 'state.changed' && e.data['to'] === m.state);
+}
+
 /**
  * Writes a running migration's audit log so far to its `auditBucket` (the same object the final
- * export writes), so the bucket holds the log up to a few minutes ago and a later rewrite of the
- * log in Redis can't pass unnoticed. Returns null when the bucket's copy is already up to date.
+ * export writes), so the bucket holds the log up to a minute ago and a later rewrite of the log in
+ * Redis can't pass unnoticed. `copy` is null when the bucket's copy was already up to date;
+ * `recordsState` tells whether the log (and so the copy) holds the entry of the current state.
  * @throws when the chain does not check, or no longer extends the copy in the bucket
  */
-export async function checkpointAudit(deps: { s3: S3Client; audit: AuditLog }, m: Migration): Promise<AuditExport | null> {
+export async function checkpointAudit(deps: { s3: S3Client; audit: AuditLog }, m: Migration): Promise<{ copy: AuditExport | null; recordsState: boolean }> {
   if (!m.spec.auditBucket) throw new Error(`migration ${m.id} has no auditBucket`);
   const { entries, verification: check } = await deps.audit.readVerified(m.id);
   if (!check.ok) throw new Error(`audit chain of ${m.id} is broken at ${check.brokenAt} (${check.reason}); not written`);
-  return writeCopy(deps.s3, m, entries, false);
+  return { copy: await writeCopy(deps.s3, m, entries, false), recordsState: recordsState(entries, m) };
 }
 
 /**
@@ -104,6 +110,6 @@ export async function exportAudit(deps: { s3: S3Client; audit: AuditLog }, m: Mi
   const { entries, verification: check } = await deps.audit.readVerified(m.id);
   if (!check.ok) throw new Error(`audit chain of ${m.id} is broken at ${check.brokenAt} (${check.reason}); not exported`);
   // The state is saved before its audit entry is appended: wait until the log records the end.
-  if (!entries.some((e) => e.type === 'state.changed' && e.data['to'] === m.state)) return null;
+  if (!recordsState(entries, m)) return null;
   return writeCopy(deps.s3, m, entries, true);
 }

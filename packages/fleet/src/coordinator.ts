@@ -19,10 +19,12 @@ export interface CoordinatorDeps {
   readonly exportRetryMs?: number;
   /**
    * Writes a running migration's audit log so far to its `auditBucket` (only called when it has
-   * one), so the bucket anchors the log while the migration runs. Throws when it can't.
+   * one), so the bucket anchors the log while the migration runs; resolves whether the log held
+   * the entry of the migration's current state (else it is called again on the next tick).
+   * Throws when it can't write.
    */
-  readonly checkpointAudit?: (m: Migration) => Promise<void>;
-  /** Time between two checkpoints of a migration's audit log (and after a failed one). @defaultValue 60000 */
+  readonly checkpointAudit?: (m: Migration) => Promise<boolean>;
+  /** Time between two checkpoints of a migration's audit log (and after a failed one); a state change checkpoints at once. @defaultValue 60000 */
   readonly auditCheckpointMs?: number;
   /**
    * How often the loop looks at every migration when nothing wakes it. Changes wake it at once
@@ -49,7 +51,7 @@ export function createCoordinator(deps: CoordinatorDeps) {
   let wakeAgain = false;
   let stopped = false;
   const exportRetryAt = new Map<string, number>();
-  const checkpointAt = new Map<string, number>();
+  const checkpointAt = new Map<string, { at: number; state: string }>();
 
   async function maybeExport(m: Migration): Promise<void> {
     if (!deps.exportAudit || !m.spec.auditBucket || m.auditExport) return;
@@ -65,11 +67,14 @@ export function createCoordinator(deps: CoordinatorDeps) {
 
   async function maybeCheckpoint(m: Migration): Promise<void> {
     if (!deps.checkpointAudit || !m.spec.auditBucket) return;
-    if ((checkpointAt.get(m.id) ?? 0) > Date.now()) return;
+    // Every auditCheckpointMs, and at once after a state change: those are the entries that matter most.
+    const last = checkpointAt.get(m.id);
+    if (last && last.at > Date.now() && last.state === m.state) return;
     if (!(await enumerator.holdLease(m.id))) return;
-    checkpointAt.set(m.id, Date.now() + (deps.auditCheckpointMs ?? 60_000));
+    checkpointAt.set(m.id, { at: Date.now() + (deps.auditCheckpointMs ?? 60_000), state: m.state });
     try {
-      await deps.checkpointAudit(m);
+      // The state is saved before its entry is appended: until the log holds it, look again next tick.
+      if (!(await deps.checkpointAudit(m))) checkpointAt.set(m.id, { at: Date.now() + (deps.auditCheckpointMs ?? 60_000), state: last?.state ?? '' });
     } catch (err) {
       logger.error({ migration: m.id, bucket: m.spec.auditBucket, err: (err as Error).message }, 'audit checkpoint failed; retrying later');
     }

@@ -420,11 +420,12 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   }
 
   /** Writes a running migration's audit log so far to its auditBucket and records it (or why not). */
-  async function checkpointAuditOf(m: Migration): Promise<void> {
+  async function checkpointAuditOf(m: Migration): Promise<boolean> {
     try {
-      const rec = await checkpointAudit({ s3: controlS3, audit }, m);
-      if (rec) await store.patch(m.id, { auditCheckpoint: rec, auditExportError: undefined });
+      const { copy, recordsState } = await checkpointAudit({ s3: controlS3, audit }, m);
+      if (copy) await store.patch(m.id, { auditCheckpoint: copy, auditExportError: undefined });
       else if (m.auditExportError !== undefined) await store.patch(m.id, { auditExportError: undefined });
+      return recordsState;
     } catch (err) {
       await store.patch(m.id, { auditExportError: (err as Error).message });
       throw err;

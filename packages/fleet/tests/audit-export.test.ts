@@ -180,3 +180,32 @@ describe('audit checkpoints: a running migration keeps its log so far in auditBu
   });
 });
 
+describe('audit checkpoints follow state changes at once', () => {
+  let f: EngineFixture;
+  const bodyOf = async (Bucket: string, Key: string) => (await (await f.s3.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString());
+
+  beforeAll(async () => {
+    // An hour between timed checkpoints: every copy this test sees comes from a state change.
+    f = await startEngineFixture('auditstate', { coordinator: { auditCheckpointMs: 3_600_000 } });
+  });
+
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  it('copies the log with the entry of each new state, although the next timed checkpoint is an hour away', async () => {
+    const auditBucket = uniqueName('audit');
+    await f.s3.send(new CreateBucketCommand({ Bucket: auditBucket }));
+    const src = uniqueName('statesrc');
+    await f.s3.send(new CreateBucketCommand({ Bucket: src }));
+    const oldKey = await f.newKey('old');
+    await f.s3.send(new PutObjectCommand({ Bucket: src, Key: 'o/1', Body: 'body', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
+    const { id } = await f.engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket: src }], from: [oldKey], to: await f.newKey('new'), auditBucket }, 'test');
+
+    const m = await f.waitUntil(id, (x) => x.state === 'ready' && x.auditCheckpoint?.entries === 5, 'the copy of the ready state');
+    const entries = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+
+    expect(entries.map((e) => (e.type === 'state.changed' ? `-> ${String(e.data['to'])}` : e.type))).toEqual(['migration.created', '-> enumerating', '-> running', '-> verifying', '-> ready']);
+    expect(m.auditCheckpoint!.head).toBe(entries.at(-1)!.hash);
+  });
+});
