@@ -20,7 +20,7 @@ export interface CoordinatorDeps {
   /**
    * Writes a running migration's audit log so far to its `auditBucket` (only called when it has
    * one), so the bucket anchors the log while the migration runs; resolves whether the log held
-   * the entry of the migration's current state (else it is called again on the next tick).
+   * the entry of the migration's current state (else it is called again a second later).
    * Throws when it can't write.
    */
   readonly checkpointAudit?: (m: Migration) => Promise<boolean>;
@@ -73,8 +73,8 @@ export function createCoordinator(deps: CoordinatorDeps) {
     if (!(await enumerator.holdLease(m.id))) return;
     checkpointAt.set(m.id, { at: Date.now() + (deps.auditCheckpointMs ?? 60_000), state: m.state });
     try {
-      // The state is saved before its entry is appended: until the log holds it, look again next tick.
-      if (!(await deps.checkpointAudit(m))) checkpointAt.set(m.id, { at: Date.now() + (deps.auditCheckpointMs ?? 60_000), state: last?.state ?? '' });
+      // The state is saved before its entry is appended: until the log holds it, look again each second.
+      if (!(await deps.checkpointAudit(m))) checkpointAt.set(m.id, { at: Date.now() + Math.min(1000, deps.auditCheckpointMs ?? 60_000), state: m.state });
     } catch (err) {
       logger.error({ migration: m.id, bucket: m.spec.auditBucket, err: (err as Error).message }, 'audit checkpoint failed; retrying later');
     }
