@@ -52,6 +52,7 @@ export function createCoordinator(deps: CoordinatorDeps) {
   let stopped = false;
   const exportRetryAt = new Map<string, number>();
   const checkpointAt = new Map<string, { at: number; state: string }>();
+  const checkpointMs = deps.auditCheckpointMs ?? 60_000;
 
   async function maybeExport(m: Migration): Promise<void> {
     if (!deps.exportAudit || !m.spec.auditBucket || m.auditExport) return;
@@ -71,10 +72,10 @@ export function createCoordinator(deps: CoordinatorDeps) {
     const last = checkpointAt.get(m.id);
     if (last && last.at > Date.now() && last.state === m.state) return;
     if (!(await enumerator.holdLease(m.id))) return;
-    checkpointAt.set(m.id, { at: Date.now() + (deps.auditCheckpointMs ?? 60_000), state: m.state });
+    checkpointAt.set(m.id, { at: Date.now() + checkpointMs, state: m.state });
     try {
       // The state is saved before its entry is appended: until the log holds it, look again each second.
-      if (!(await deps.checkpointAudit(m))) checkpointAt.set(m.id, { at: Date.now() + Math.min(1000, deps.auditCheckpointMs ?? 60_000), state: m.state });
+      if (!(await deps.checkpointAudit(m))) checkpointAt.set(m.id, { at: Date.now() + Math.min(1000, checkpointMs), state: m.state });
     } catch (err) {
       logger.error({ migration: m.id, bucket: m.spec.auditBucket, err: (err as Error).message }, 'audit checkpoint failed; retrying later');
     }

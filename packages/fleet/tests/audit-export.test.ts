@@ -1,25 +1,33 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { ValidationError } from '@rekey/core';
 import { createTestRedis, uniqueName } from '@rekey/testing';
 import { auditExportKey, auditHash, auditJsonl, canonicalJson, exportAudit, parseAuditJsonl, verifyAuditChain, type StoredAuditEntry } from '../src/index.js';
 import { startEngineFixture, type EngineFixture } from './engine-fixture.js';
 
+/** A migration of three SSE-KMS objects with an audit bucket, created (not waited for). */
+async function createAudited(f: EngineFixture, auditBucket: string): Promise<{ id: string; oldKey: string }> {
+  const oldKey = await f.newKey('old');
+  const to = await f.newKey('new');
+  const bucket = uniqueName('auditsrc');
+  await f.s3.send(new CreateBucketCommand({ Bucket: bucket }));
+  for (let i = 0; i < 3; i++) await f.s3.send(new PutObjectCommand({ Bucket: bucket, Key: `o/${i}`, Body: `body ${i}`, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
+  const m = await f.engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket }], from: [oldKey], to, auditBucket }, 'test');
+  return { id: m.id, oldKey };
+}
+
+/** The text of an object. */
+const bodyOf = async (s3: S3Client, Bucket: string, Key: string) => (await (await s3.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString());
+
 describe('audit export: a finished migration writes its audit log as JSONL to auditBucket', () => {
   let f: EngineFixture;
 
-  const bodyOf = async (Bucket: string, Key: string) => (await (await f.s3.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString());
 
   async function migration(auditBucket: string): Promise<{ id: string; oldKey: string }> {
-    const oldKey = await f.newKey('old');
-    const to = await f.newKey('new');
-    const bucket = uniqueName('auditsrc');
-    await f.s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    for (let i = 0; i < 3; i++) await f.s3.send(new PutObjectCommand({ Bucket: bucket, Key: `o/${i}`, Body: `body ${i}`, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
-    const m = await f.engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket }], from: [oldKey], to, auditBucket }, 'test');
-    await f.waitUntil(m.id, (x) => x.state === 'ready', 'ready');
-    return { id: m.id, oldKey };
+    const created = await createAudited(f, auditBucket);
+    await f.waitUntil(created.id, (x) => x.state === 'ready', 'ready');
+    return created;
   }
 
   beforeAll(async () => {
@@ -50,7 +58,7 @@ describe('audit export: a finished migration writes its audit log as JSONL to au
 
     await f.engine.finalize(id, { actor: 'test' });
     const m = await f.waitUntil(id, (x) => x.auditExport !== undefined, 'the audit export');
-    const text = await bodyOf(auditBucket, auditExportKey(id));
+    const text = await bodyOf(f.s3, auditBucket, auditExportKey(id));
     const entries = parseAuditJsonl(text);
 
     expect(m.auditExport).toMatchObject({ bucket: auditBucket, key: `rekey/audit/${id}.jsonl`, entries: entries.length, head: entries.at(-1)!.hash });
@@ -70,7 +78,7 @@ describe('audit export: a finished migration writes its audit log as JSONL to au
     const { id } = await migration(auditBucket);
     await f.engine.cancel(id, 'test', 'exporting a cancelled migration too');
     await f.waitUntil(id, (x) => x.auditExport !== undefined, 'the audit export');
-    const entries = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    const entries = parseAuditJsonl(await bodyOf(f.s3, auditBucket, auditExportKey(id)));
 
     const tampered = entries.map((e, i) => (i === 1 ? { ...e, actor: 'someone-else' } : e));
     const dropped = entries.filter((_, i) => i !== 1);
@@ -98,7 +106,7 @@ describe('audit export: a finished migration writes its audit log as JSONL to au
     expect(m.auditExportError).toMatch(new RegExp(`^audit chain of ${id} is broken at .*; not (exported|written)$`));
     expect(m.auditExport).toBeUndefined();
     // The bucket holds the last checkpoint taken while the migration ran: the log before the edit.
-    const copy = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    const copy = parseAuditJsonl(await bodyOf(f.s3, auditBucket, auditExportKey(id)));
     expect(verifyAuditChain(copy).ok).toBe(true);
     expect(copy.map((e) => e.actor)).not.toContain('forged');
   });
@@ -106,7 +114,6 @@ describe('audit export: a finished migration writes its audit log as JSONL to au
 
 describe('audit checkpoints: a running migration keeps its log so far in auditBucket', () => {
   let f: EngineFixture;
-  const bodyOf = async (Bucket: string, Key: string) => (await (await f.s3.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString());
 
   beforeAll(async () => {
     f = await startEngineFixture('auditckpt', { coordinator: { auditCheckpointMs: 200 } });
@@ -119,27 +126,23 @@ describe('audit checkpoints: a running migration keeps its log so far in auditBu
   async function running(): Promise<{ id: string; auditBucket: string }> {
     const auditBucket = uniqueName('audit');
     await f.s3.send(new CreateBucketCommand({ Bucket: auditBucket }));
-    const bucket = uniqueName('ckptsrc');
-    await f.s3.send(new CreateBucketCommand({ Bucket: bucket }));
-    const oldKey = await f.newKey('old');
-    for (let i = 0; i < 3; i++) await f.s3.send(new PutObjectCommand({ Bucket: bucket, Key: `o/${i}`, Body: `body ${i}`, ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
-    const m = await f.engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket }], from: [oldKey], to: await f.newKey('new'), auditBucket }, 'test');
-    await f.waitUntil(m.id, (x) => x.state === 'ready', 'ready');
-    return { id: m.id, auditBucket };
+    const { id } = await createAudited(f, auditBucket);
+    await f.waitUntil(id, (x) => x.state === 'ready', 'ready');
+    return { id, auditBucket };
   }
 
   it('writes the log so far while the migration runs, and each copy extends the one before', async () => {
     const { id, auditBucket } = await running();
     const live = await f.engine.audit.read(id);
     const first = await f.waitUntil(id, (x) => x.auditCheckpoint?.entries === live.length, 'a checkpoint of the whole log');
-    const copy1 = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    const copy1 = parseAuditJsonl(await bodyOf(f.s3, auditBucket, auditExportKey(id)));
     expect(first.auditCheckpoint).toMatchObject({ bucket: auditBucket, key: auditExportKey(id), entries: copy1.length, head: copy1.at(-1)!.hash });
     expect(first.auditCheckpoint!.sha256).toBe(createHash('sha256').update(auditJsonl(copy1)).digest('hex'));
     expect(verifyAuditChain(copy1)).toEqual({ ok: true, entries: live.length });
 
     await f.engine.audit.append(id, { actor: 'test', type: 'note', data: { why: 'a later entry' } });
     await f.waitUntil(id, (x) => x.auditCheckpoint?.entries === live.length + 1, 'the next checkpoint');
-    const copy2 = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    const copy2 = parseAuditJsonl(await bodyOf(f.s3, auditBucket, auditExportKey(id)));
     expect(copy2.slice(0, copy1.length)).toEqual(copy1);
     expect(copy2.at(-1)).toMatchObject({ type: 'note', prev: copy1.at(-1)!.hash });
   });
@@ -147,7 +150,7 @@ describe('audit checkpoints: a running migration keeps its log so far in auditBu
   it('refuses a log rewritten in Redis with its hashes recomputed: the bucket keeps the copy, the migration says where they part', async () => {
     const { id, auditBucket } = await running();
     const before = await f.waitUntil(id, (x) => x.auditCheckpoint !== undefined, 'a checkpoint');
-    const copy = await bodyOf(auditBucket, auditExportKey(id));
+    const copy = await bodyOf(f.s3, auditBucket, auditExportKey(id));
     // Someone with write access to Redis rewrites history: the second entry gets another actor,
     // and every hash from there on is recomputed, so the chain checks on its own.
     const entries = await f.engine.audit.read(id);
@@ -169,20 +172,19 @@ describe('audit checkpoints: a running migration keeps its log so far in auditBu
 
     const m = await f.waitUntil(id, (x) => x.auditExportError !== undefined, 'the refused checkpoint');
     expect(m.auditExportError).toMatch(new RegExp(`^the audit log of ${id} in Redis no longer extends the copy in s3://${auditBucket}/${auditExportKey(id)}: its entry ${before.auditCheckpoint!.entries} has hash ${forged[before.auditCheckpoint!.entries - 1]!.hash}, the copy ends at ${before.auditCheckpoint!.head}`));
-    expect(await bodyOf(auditBucket, auditExportKey(id))).toBe(copy);
+    expect(await bodyOf(f.s3, auditBucket, auditExportKey(id))).toBe(copy);
 
     // Nor does the final export write it.
     await f.engine.cancel(id, 'test', 'tampered log');
     const end = await f.waitUntil(id, (x) => x.state === 'cancelled', 'cancelled');
     await expect(exportAudit({ s3: f.s3, audit: f.engine.audit }, end)).rejects.toThrow(/no longer extends the copy/);
     expect((await f.engine.get(id)).auditExport).toBeUndefined();
-    expect(await bodyOf(auditBucket, auditExportKey(id))).toBe(copy);
+    expect(await bodyOf(f.s3, auditBucket, auditExportKey(id))).toBe(copy);
   });
 });
 
 describe('audit checkpoints follow state changes at once', () => {
   let f: EngineFixture;
-  const bodyOf = async (Bucket: string, Key: string) => (await (await f.s3.send(new GetObjectCommand({ Bucket, Key }))).Body!.transformToString());
 
   beforeAll(async () => {
     // An hour between timed checkpoints: every copy this test sees comes from a state change.
@@ -196,14 +198,10 @@ describe('audit checkpoints follow state changes at once', () => {
   it('copies the log with the entry of each new state, although the next timed checkpoint is an hour away', async () => {
     const auditBucket = uniqueName('audit');
     await f.s3.send(new CreateBucketCommand({ Bucket: auditBucket }));
-    const src = uniqueName('statesrc');
-    await f.s3.send(new CreateBucketCommand({ Bucket: src }));
-    const oldKey = await f.newKey('old');
-    await f.s3.send(new PutObjectCommand({ Bucket: src, Key: 'o/1', Body: 'body', ServerSideEncryption: 'aws:kms', SSEKMSKeyId: oldKey }));
-    const { id } = await f.engine.createMigration({ sources: [{ name: 'objs', kind: 's3-sse-kms', bucket: src }], from: [oldKey], to: await f.newKey('new'), auditBucket }, 'test');
+    const { id } = await createAudited(f, auditBucket);
 
     const m = await f.waitUntil(id, (x) => x.state === 'ready' && x.auditCheckpoint?.entries === 5, 'the copy of the ready state');
-    const entries = parseAuditJsonl(await bodyOf(auditBucket, auditExportKey(id)));
+    const entries = parseAuditJsonl(await bodyOf(f.s3, auditBucket, auditExportKey(id)));
 
     expect(entries.map((e) => (e.type === 'state.changed' ? `-> ${String(e.data['to'])}` : e.type))).toEqual(['migration.created', '-> enumerating', '-> running', '-> verifying', '-> ready']);
     expect(m.auditCheckpoint!.head).toBe(entries.at(-1)!.hash);

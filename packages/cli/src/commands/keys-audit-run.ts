@@ -1,12 +1,4 @@
-/**
- * What `rekey keys audit` runs, loaded only when it runs (`keys-audit.ts` adds the command and its flags, so
- * the CLI starts without the AWS SDK and the fleet). The command:
- *
- * `rekey keys audit`: rotation hygiene of every customer-managed key in the account and Region.
- * Exit code 1 when anything is flagged (so it can gate CI or run on a schedule), 2 for bad usage.
- * `--fix` turns automatic rotation on with the policy period where KMS can, and writes each
- * change to the `keys-audit` audit log in Redis (`rekey audit keys-audit` prints it).
- */
+/** What `rekey keys audit` runs, loaded only when it runs; `keys-audit.ts` adds the command, its flags and what it does. */
 import { KMSClient } from '@aws-sdk/client-kms';
 import { loadConfig } from '@rekey/core';
 import { auditKeys, awsClientConfig, connectAuditLog, keyAuditCsv, keyAuditTable, type KeyAuditResult } from '@rekey/fleet';

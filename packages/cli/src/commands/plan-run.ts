@@ -1,12 +1,4 @@
-/**
- * What `rekey plan` runs, loaded only when it runs (`plan.ts` adds the command and its flags, so
- * the CLI starts without the AWS SDK and the fleet). The command:
- *
- * `rekey plan`: a read-only dry run of the migrations in `rekey.yaml` (its `migrations`, and one
- * per alias in `bindings`, from the key behind the alias), or of one migration given with the
- * same flags as `rekey migrate`. Lists the sources, inspects a sample (or `--all`), and prints
- * items per key, KMS requests, the time at the budget, the request cost and warnings.
- */
+/** What `rekey plan` runs, loaded only when it runs; `plan.ts` adds the command, its flags and what it does. */
 import { KMSClient } from '@aws-sdk/client-kms';
 import { S3Client } from '@aws-sdk/client-s3';
 import { loadConfig, parseMigrationSpec, type Config, type SourceSpec } from '@rekey/core';

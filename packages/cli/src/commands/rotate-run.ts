@@ -1,13 +1,4 @@
-/**
- * What `rekey rotate` runs, loaded only when it runs (`rotate.ts` adds the command and its flags, so
- * the CLI starts without the AWS SDK and the fleet). The command:
- *
- * `rekey rotate <alias>`: the AWS manual key rotation end to end (new key cloned from the old
- * one, alias moved, bound sources migrated, gates watched, old key disabled), resumable. With
- * `--local` the engine, a coordinator and workers run in this process; otherwise the
- * coordinator's workers do the work and this process drives it through the API (the rotation's
- * audit log is then written to Redis directly, so it needs REKEY_REDIS_URL too).
- */
+/** What `rekey rotate <alias>` runs, loaded only when it runs; `rotate.ts` adds the command, its flags and what it does. */
 import { KMSClient } from '@aws-sdk/client-kms';
 import { loadConfig, type Config, type SourceSpec } from '@rekey/core';
 import {
