@@ -60,8 +60,8 @@ interface Point {
 }
 
 async function comparePoint(aws: AwsChild, keys: { oldKey: string; newKey: string }, tag: string, latencyMs: number, n: number, naiveN: number, settle: boolean): Promise<Point & { shapeText: string }> {
-  const kms = aws.kms(undefined, 4);
-  const s3 = aws.s3(undefined, 4);
+  const kms = aws.kms(undefined, 4, true);
+  const s3 = aws.s3(undefined, 4, true);
   await aws.admin('POST', 'latency', { op: '*' }); // no latency while seeding
   await seedEnvelope(aws, `bench-naive-fleet${tag}`, keys.oldKey, n);
   await seedEnvelope(aws, `bench-naive-script${tag}`, keys.oldKey, naiveN);

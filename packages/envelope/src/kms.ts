@@ -60,6 +60,12 @@ function requireBlob(blob: Uint8Array | undefined, op: string): Buffer {
   return Buffer.from(blob);
 }
 
+/**
+ * Per-call options only when there is a signal: `send(command, options)` resolves the client's
+ * middleware again and drops the handler cache of an app's client built with `cacheMiddleware: true`.
+ */
+const httpOptions = (signal: AbortSignal | undefined) => (signal ? { abortSignal: signal } : undefined);
+
 /** The KMS operations the library makes, each with its errors classified once. */
 export class KmsCalls {
   private readonly resolved: Resolved<KMSClient>;
@@ -73,7 +79,7 @@ export class KmsCalls {
     try {
       const out = await this.resolved.client.send(
         new GenerateDataKeyCommand({ KeyId: keyId, KeySpec: 'AES_256', EncryptionContext: kmsContext(context) }),
-        { abortSignal: signal },
+        httpOptions(signal),
       );
       const plaintextKey = takePlaintext(out.Plaintext, op);
       return { plaintextKey, wrappedKey: requireBlob(out.CiphertextBlob, op), keyArn: requireArn(out.KeyId, op), keyMaterialId: out.KeyMaterialId };
@@ -88,7 +94,7 @@ export class KmsCalls {
     try {
       const out = await this.resolved.client.send(
         new DecryptCommand({ CiphertextBlob: wrappedKey, KeyId: keyId, EncryptionContext: kmsContext(context) }),
-        { abortSignal: signal },
+        httpOptions(signal),
       );
       const plaintextKey = takePlaintext(out.Plaintext, op);
       return { plaintextKey, wrappedKey: Buffer.from(wrappedKey), keyArn: requireArn(out.KeyId, op), keyMaterialId: out.KeyMaterialId };
@@ -116,7 +122,7 @@ export class KmsCalls {
           DestinationKeyId: to,
           DestinationEncryptionContext: ctx,
         }),
-        { abortSignal: signal },
+        httpOptions(signal),
       );
       return {
         wrappedKey: requireBlob(out.CiphertextBlob, op),
@@ -133,7 +139,7 @@ export class KmsCalls {
   async describeKeyArn(keyId: string, signal?: AbortSignal): Promise<string> {
     const op = 'DescribeKey';
     try {
-      const out = await this.resolved.client.send(new DescribeKeyCommand({ KeyId: keyId }), { abortSignal: signal });
+      const out = await this.resolved.client.send(new DescribeKeyCommand({ KeyId: keyId }), httpOptions(signal));
       return requireArn(out.KeyMetadata?.Arn, op);
     } catch (err) {
       throw classifyKmsError(err, op, keyId);

@@ -220,9 +220,13 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   // before each attempt and telling AIMD of each throttle. The SDK's default (3 attempts) would
   // re-send a throttled request twice more without a token, and AIMD would hear of it late or never.
   const timeouts = { ...AWS_TIMEOUTS, ...opts.aws.timeouts };
+  // The hot-path clients resolve their middleware once per command type, not once per request
+  // (decisions.md #42): everything on them is sent with no per-call options (the gateway and
+  // sendS3 wait on the abort signal with `abortable`), since a send with options drops the cache.
   const kmsClient = new KMSClient({
     ...clientConfig,
     maxAttempts: 1,
+    cacheMiddleware: true,
     requestHandler: {
       httpAgent: new HttpAgent({ keepAlive: true, maxSockets: kmsSockets }),
       httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: kmsSockets }),
@@ -233,6 +237,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
   const s3 = new S3Client({
     ...clientConfig,
     maxAttempts: 1,
+    cacheMiddleware: true,
     forcePathStyle: Boolean(opts.aws.endpoint),
     requestHandler: { connectionTimeout: timeouts.connectMs, socketTimeout: timeouts.s3IdleMs },
   });

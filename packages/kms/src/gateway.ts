@@ -19,6 +19,7 @@ import { classifyKmsError, isThrottleError, KmsGatewayError, type ClassifiedKmsE
 import type { InFlightLimit } from './in-flight.js';
 import type { RateLimiter } from './limiter.js';
 import { resolveRetryPolicy, retry, type RetryAttempt, type RetryPolicy } from './retry.js';
+import { abortable } from './abortable.js';
 import type {
   DecryptInput,
   DecryptOutput,
@@ -208,23 +209,22 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
 
   function run<T>(
     op: KmsOperation,
-    send: (signal: AbortSignal | undefined) => Promise<T>,
+    send: () => Promise<T>,
     signal: AbortSignal | undefined,
     opts: { crypto: boolean; keyRole?: KeyRole; classify?: (err: unknown) => Promise<ClassifiedKmsError> },
   ): Promise<T> {
     const classify = opts.classify ?? (async (err: unknown) => classifyKmsError(err, { op, ...(opts.keyRole && { keyRole: opts.keyRole }) }));
-    return retry(() => attempt(op, () => send(signal), classify, signal, opts.crypto), {
+    // Sent with no per-call options, so a client with `cacheMiddleware: true` keeps its handler cache.
+    return retry(() => attempt(op, () => abortable(send, signal), classify, signal, opts.crypto), {
       ...policy,
       ...(signal && { signal }),
       ...(options.onRetry && { onRetry: (info: RetryAttempt) => options.onRetry?.(op, info) }),
     });
   }
 
-  const httpOptions = (signal: AbortSignal | undefined) => (signal ? { abortSignal: signal } : {});
-
   async function describeKey(keyId: string, signal?: AbortSignal): Promise<KeyInfo> {
     const ref = checkKeyRef('DescribeKey', 'keyId', keyId);
-    const out = await run('DescribeKey', (s) => client.send(new DescribeKeyCommand({ KeyId: ref }), httpOptions(s)), signal, { crypto: false });
+    const out = await run('DescribeKey', () => client.send(new DescribeKeyCommand({ KeyId: ref })), signal, { crypto: false });
     return toKeyInfo(out.KeyMetadata);
   }
 
@@ -268,7 +268,7 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
       const op: KmsOperation = 'ReEncrypt';
       const out = await run(
         op,
-        (s) =>
+        () =>
           client.send(
             new ReEncryptCommand({
               CiphertextBlob: blob,
@@ -277,7 +277,6 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
               ...(input.sourceEncryptionContext && { SourceEncryptionContext: input.sourceEncryptionContext }),
               ...(input.destinationEncryptionContext && { DestinationEncryptionContext: input.destinationEncryptionContext }),
             }),
-            httpOptions(s),
           ),
         signal,
         {
@@ -303,14 +302,13 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
       const keyId = input.keyId === undefined ? undefined : checkKeyRef(op, 'keyId', input.keyId);
       const out = await run(
         op,
-        (s) =>
+        () =>
           client.send(
             new DecryptCommand({
               CiphertextBlob: blob,
               ...(keyId !== undefined && { KeyId: keyId }),
               ...(input.encryptionContext && { EncryptionContext: input.encryptionContext }),
             }),
-            httpOptions(s),
           ),
         signal,
         { crypto: true, keyRole: 'source' },
@@ -328,14 +326,13 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
       if (!(input.plaintext instanceof Uint8Array)) throw new KmsGatewayError('invalid-input', 'KMS Encrypt: plaintext must be a Uint8Array');
       const out = await run(
         op,
-        (s) =>
+        () =>
           client.send(
             new EncryptCommand({
               KeyId: keyId,
               Plaintext: input.plaintext,
               ...(input.encryptionContext && { EncryptionContext: input.encryptionContext }),
             }),
-            httpOptions(s),
           ),
         signal,
         { crypto: true, keyRole: 'target' },
@@ -348,7 +345,7 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
       const keyId = checkKeyRef(op, 'keyId', input?.keyId);
       const out = await run(
         op,
-        (s) => client.send(new GenerateDataKeyCommand(dataKeyRequest(keyId, input)), httpOptions(s)),
+        () => client.send(new GenerateDataKeyCommand(dataKeyRequest(keyId, input))),
         signal,
         { crypto: true, keyRole: 'target' },
       );
@@ -365,7 +362,7 @@ export function createKmsGateway(source: KmsClientSource, options: KmsGatewayOpt
       const keyId = checkKeyRef(op, 'keyId', input?.keyId);
       const out = await run(
         op,
-        (s) => client.send(new GenerateDataKeyWithoutPlaintextCommand(dataKeyRequest(keyId, input)), httpOptions(s)),
+        () => client.send(new GenerateDataKeyWithoutPlaintextCommand(dataKeyRequest(keyId, input))),
         signal,
         { crypto: true, keyRole: 'target' },
       );

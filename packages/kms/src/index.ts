@@ -4,6 +4,7 @@ export { retry, nextDelay, resolveRetryPolicy, DEFAULT_RETRY_POLICY } from './re
 export type { RetryAttempt, RetryOptions, RetryPolicy } from './retry.js';
 export { createKmsGateway, toKeyInfo } from './gateway.js';
 export type { KmsClientSource, KmsGatewayOptions } from './gateway.js';
+export { abortable } from './abortable.js';
 export { createInFlightLimit } from './in-flight.js';
 export type { InFlightLimit } from './in-flight.js';
 export { createRedisLimiter } from './limiter.js';

@@ -2,6 +2,7 @@ import { ItemError, MigrationFatalError, RetryableError } from '@rekey/core';
 import { describe, expect, it } from 'vitest';
 import { KmsGatewayError } from '../src/errors.js';
 import { createKmsGateway } from '../src/gateway.js';
+import { createInFlightLimit } from '../src/in-flight.js';
 import { CountingLimiter, fakeKmsClient, RecordingMetrics } from './fakes.js';
 import { awsError } from './helpers.js';
 
@@ -144,6 +145,47 @@ describe('reEncrypt', () => {
     const gw = createKmsGateway({ client }, { retry: { maxAttempts: 5, baseMs: 60_000, capMs: 60_000 } });
     await expect(gw.reEncrypt({ ciphertextBlob: BLOB, destinationKeyId: NEW }, ac.signal)).rejects.toBe(reason);
     expect(calls).toHaveLength(1);
+  });
+
+  it('an abort while a call is in flight rejects at once with the abort reason, and frees its slot', async () => {
+    const ac = new AbortController();
+    const reason = new Error('shutdown');
+    const { client } = fakeKmsClient(() => {
+      setImmediate(() => ac.abort(reason));
+      return new Promise((resolve) => setTimeout(() => resolve(reEncrypted), 60_000).unref());
+    });
+    const inFlight = createInFlightLimit(1);
+    const metrics = new RecordingMetrics();
+    const gw = createKmsGateway({ client }, { inFlight, metrics });
+    await expect(gw.reEncrypt({ ciphertextBlob: BLOB, destinationKeyId: NEW }, ac.signal)).rejects.toBe(reason);
+    expect(inFlight.inFlight()).toBe(0);
+    expect(metrics.observed).toEqual([{ op: 'ReEncrypt', outcome: 'aborted' }]);
+  });
+
+  it('sends every command with no per-call options, so a client with cacheMiddleware keeps its handler cache', async () => {
+    const { client } = fakeKmsClient((cmd) => {
+      if (cmd === 'DescribeKey') return metadata(NEW);
+      if (cmd === 'Decrypt') return { Plaintext: new Uint8Array([7]), KeyId: OLD };
+      if (cmd === 'Encrypt') return { CiphertextBlob: new Uint8Array([8]), KeyId: NEW };
+      if (cmd.startsWith('GenerateDataKey')) return { Plaintext: new Uint8Array(32), CiphertextBlob: new Uint8Array([5]), KeyId: NEW };
+      return reEncrypted;
+    });
+    // A send with options (the SDK's `abortSignal` among them) makes the client drop its cache.
+    const argCounts: number[] = [];
+    const send = client.send.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    (client as unknown as { send: (...args: unknown[]) => Promise<unknown> }).send = (...args) => {
+      argCounts.push(args.length);
+      return send(...args);
+    };
+    const gw = createKmsGateway({ client });
+    const signal = new AbortController().signal;
+    await gw.reEncrypt({ ciphertextBlob: BLOB, destinationKeyId: NEW }, signal);
+    await gw.decrypt({ ciphertextBlob: BLOB }, signal);
+    await gw.encrypt({ keyId: NEW, plaintext: new Uint8Array([1]) }, signal);
+    await gw.generateDataKey({ keyId: NEW }, signal);
+    await gw.generateDataKeyWithoutPlaintext({ keyId: NEW }, signal);
+    await gw.describeKey(NEW, signal);
+    expect(argCounts).toEqual([1, 1, 1, 1, 1, 1]);
   });
 });
 

@@ -188,7 +188,6 @@ export function createS3EnvelopeSource(spec: S3EnvelopeSourceSpec, deps: S3Envel
             Metadata: { ...head.Metadata, [S3EC_META.keyV2]: Buffer.from(r.ciphertextBlob).toString('base64') },
             ...systemHeadersOf(head),
           }),
-          { abortSignal: ctx.signal },
         ),
       { op: 'CopyObject', bucket, key: item.key, targetKey: plan.to, ...(head.SSEKMSKeyId !== undefined && { sourceKey: head.SSEKMSKeyId }) },
       ctx.signal,

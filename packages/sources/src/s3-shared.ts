@@ -9,7 +9,7 @@ import {
   type HeadObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { ItemError, type Cursor, type ItemRef, type Page } from '@rekey/core';
-import { retry } from '@rekey/kms';
+import { abortable, retry } from '@rekey/kms';
 import { KMS_THROTTLE_CODES, SourceError, classifyS3Error, type S3ErrorContext } from './errors.js';
 import type { SourceKms, SourceOptions } from './types.js';
 
@@ -63,7 +63,9 @@ const S3_THROTTLE_CODES: ReadonlySet<string> = new Set([...KMS_THROTTLE_CODES, '
 /**
  * Sends an S3 command, retrying a retryable failure (5xx, SlowDown, KMS throttling, a dropped
  * connection) up to 3 times with jittered backoff; any other failure, or the last one, is thrown
- * as the classified error. With `kmsCost`, tokens are taken before every attempt.
+ * as the classified error. With `kmsCost`, tokens are taken before every attempt. `fn` sends with
+ * no per-call options and `signal` ends the wait ({@link abortable}), so the fleet's S3 client
+ * keeps its middleware cache (docs/decisions.md #42).
  */
 export async function sendS3<T>(fn: () => Promise<T>, ctx: S3ErrorContext, signal: AbortSignal, kmsCost?: S3KmsCost): Promise<T> {
   return retry(
@@ -71,7 +73,7 @@ export async function sendS3<T>(fn: () => Promise<T>, ctx: S3ErrorContext, signa
       signal.throwIfAborted();
       if (kmsCost) for (let i = 0; i < kmsCost.requests; i++) await kmsCost.kms.acquire(signal);
       try {
-        const out = await fn();
+        const out = await abortable(fn, signal);
         kmsCost?.kms.reportS3Call('ok');
         return out;
       } catch (err) {
@@ -130,7 +132,6 @@ export async function listCurrent(
           MaxKeys: pageSize,
           ...(cursor !== null && { ContinuationToken: cursor }),
         }),
-        { abortSignal: signal },
       ),
     { op: 'ListObjectsV2', bucket },
     signal,
@@ -163,7 +164,6 @@ export async function listVersions(
           MaxKeys: pageSize,
           ...(markers !== undefined && { KeyMarker: markers.keyMarker, VersionIdMarker: markers.versionIdMarker }),
         }),
-        { abortSignal: signal },
       ),
     { op: 'ListObjectVersions', bucket },
     signal,
@@ -204,9 +204,7 @@ export async function inspectHead(s3: S3Client, bucket: string, item: S3ItemRef,
 export function headObject(s3: S3Client, bucket: string, item: S3ItemRef, signal: AbortSignal): Promise<HeadObjectCommandOutput> {
   return sendS3(
     () =>
-      s3.send(new HeadObjectCommand({ Bucket: bucket, Key: item.key, ...(item.versionId !== undefined && { VersionId: item.versionId }) }), {
-        abortSignal: signal,
-      }),
+      s3.send(new HeadObjectCommand({ Bucket: bucket, Key: item.key, ...(item.versionId !== undefined && { VersionId: item.versionId }) })),
     { op: 'HeadObject', bucket, key: item.key },
     signal,
   );

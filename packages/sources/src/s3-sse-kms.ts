@@ -159,7 +159,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
             ...(head.VersionId !== undefined && { VersionId: head.VersionId }),
             ObjectEncryption: { SSEKMS: { KMSKeyArn: plan.to, BucketKeyEnabled: head.BucketKeyEnabled === true } },
           }),
-          { abortSignal: signal },
         ),
       errCtx('UpdateObjectEncryption', item, plan, keyArn),
       signal,
@@ -172,7 +171,7 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
   async function assertCurrentVersion(item: S3ItemRef, signal: AbortSignal): Promise<void> {
     if (item.versionId === undefined) return;
     const current = await sendS3(
-      () => s3.send(new HeadObjectCommand({ Bucket: bucket, Key: item.key }), { abortSignal: signal }),
+      () => s3.send(new HeadObjectCommand({ Bucket: bucket, Key: item.key })),
       { op: 'HeadObject', bucket, key: item.key },
       signal,
     ).catch((err: unknown) => {
@@ -211,7 +210,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
             ...(head.WebsiteRedirectLocation !== undefined && { WebsiteRedirectLocation: head.WebsiteRedirectLocation }),
             ...objectLockOf(head),
           }),
-          { abortSignal: signal },
         ),
       errCtx('CopyObject', item, plan, keyArn),
       signal,
@@ -226,7 +224,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
       () =>
         s3.send(
           new GetObjectTaggingCommand({ Bucket: bucket, Key: item.key, ...(head.VersionId !== undefined && { VersionId: head.VersionId }) }),
-          { abortSignal: signal },
         ),
       errCtx('GetObjectTagging', item, plan, keyArn),
       signal,
@@ -254,7 +251,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
             SSEKMSKeyId: plan.to,
             BucketKeyEnabled: head.BucketKeyEnabled === true,
           }),
-          { abortSignal: signal },
         ),
       errCtx('CreateMultipartUpload', item, plan, keyArn),
       signal,
@@ -282,7 +278,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
                 CopySourceIfMatch: head.ETag,
                 CopySourceRange: `bytes=${r.first}-${r.last}`,
               }),
-              { abortSignal: signal },
             ),
           errCtx('UploadPartCopy', item, plan, keyArn),
           signal,
@@ -301,7 +296,6 @@ export function createS3SseKmsSource(spec: S3SseKmsSourceSpec, deps: S3SseKmsDep
               // The object must still be the one read, or the upload would overwrite a newer write.
               IfMatch: head.ETag,
             }),
-            { abortSignal: signal },
           ),
         errCtx('CompleteMultipartUpload', item, plan, keyArn),
         signal,

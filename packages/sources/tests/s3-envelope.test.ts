@@ -1,8 +1,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { awsClientConfig } from '@rekey/testing';
 import { MigrationFatalError } from '@rekey/core';
 import { createS3EnvelopeSource, parseS3EnvelopeMetadata } from '../src/s3-envelope.js';
-import { itemCtx, randomContent, startAwsWorld, type AwsWorld } from './helpers/aws.js';
+import { FLEET_CREDENTIALS, itemCtx, randomContent, startAwsWorld, type AwsWorld } from './helpers/aws.js';
 import { putS3ecObject, readS3ecObject, tempBucket } from './helpers/s3-harness.js';
 
 let world: AwsWorld;
@@ -208,6 +209,47 @@ describe('s3-envelope', () => {
     world.ep.local.controls.addDenyRule({ service: 'kms', resource: world.keys.target });
 
     await expect(source.reencrypt({ kind: 's3', key: 'd' }, plan, itemCtx())).rejects.toThrow(MigrationFatalError);
+  });
+});
+
+describe('s3-envelope on a client with cacheMiddleware (as the fleet builds it)', () => {
+  it('objects of the same names in two buckets, moved at once, each land in their own bucket; no send has per-call options', async () => {
+    const buckets = [await tempBucket(world, 'enva'), await tempBucket(world, 'envb')];
+    for (const b of buckets) drops.push(b.drop);
+    const s3 = new S3Client({ ...awsClientConfig(world.ep, FLEET_CREDENTIALS), cacheMiddleware: true });
+    clients.push(s3);
+    // The SDK shares one handler context between concurrent sends of a command on such a client;
+    // a send with options would drop the cache (docs/decisions.md #42).
+    const argCounts: number[] = [];
+    const send = s3.send.bind(s3) as (...args: unknown[]) => Promise<unknown>;
+    (s3 as unknown as { send: (...args: unknown[]) => Promise<unknown> }).send = (...args) => {
+      argCounts.push(args.length);
+      return send(...args);
+    };
+    const plan = { from: [world.keys.old], to: world.keys.target };
+    const sources = buckets.map((b) => createS3EnvelopeSource({ name: b.bucket, kind: 's3-envelope', bucket: b.bucket }, { s3, kms: world.gateway }));
+    const keys = Array.from({ length: 12 }, (_, i) => `same/name-${i}`);
+    const content = buckets.map(() => keys.map(() => randomContent()));
+    for (const [bi, b] of buckets.entries()) {
+      for (const [ki, key] of keys.entries()) await putS3ecObject(world, b.bucket, key, world.keys.old, content[bi]![ki]!, { appContext: { bucket: b.bucket } });
+    }
+    // Uneven answers, so the two buckets' requests interleave in every middleware step.
+    world.ep.local?.controls.setLatency('*', { minMs: 0, maxMs: 4 });
+    try {
+      const outcomes = await Promise.all(buckets.flatMap((_, bi) => keys.map((key) => sources[bi]!.reencrypt({ kind: 's3', key }, plan, itemCtx()))));
+      expect(outcomes.map((o) => o.outcome)).toEqual(outcomes.map(() => 'reencrypted'));
+    } finally {
+      world.ep.local?.controls.setLatency('*', null);
+    }
+    for (const [bi, b] of buckets.entries()) {
+      for (const [ki, key] of keys.entries()) {
+        const back = await readS3ecObject(world, b.bucket, key);
+        expect(back.keyId).toBe(world.keys.target);
+        expect(back.plaintext.equals(content[bi]![ki]!)).toBe(true);
+      }
+    }
+    expect(argCounts.length).toBeGreaterThanOrEqual(2 * keys.length * 2);
+    expect(new Set(argCounts)).toEqual(new Set([1]));
   });
 });
 

@@ -72,8 +72,13 @@ export interface AwsChild {
   /** The aws-local process, for {@link cpuMeter}. */
   readonly pid: number;
   admin(method: string, name: string, body?: unknown): Promise<unknown>;
-  kms(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number): KMSClient;
-  s3(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number): S3Client;
+  /**
+   * Clients built as the fleet builds its own (`cacheMiddleware: true`, decisions.md #42), so the
+   * raw loop's ceiling gets the same per-request savings; `sdkDefaults` leaves it out, as a
+   * script written today would.
+   */
+  kms(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number, sdkDefaults?: boolean): KMSClient;
+  s3(credentials?: typeof FLEET_CREDENTIALS, maxSockets?: number, sdkDefaults?: boolean): S3Client;
   close(): Promise<void>;
 }
 
@@ -84,11 +89,12 @@ export async function startAwsChild(): Promise<AwsChild> {
     child.once('exit', (code) => reject(new Error(`aws-local child exited with ${code}`)));
   });
   const clients: { destroy(): void }[] = [];
-  const cfg = (credentials: typeof FLEET_CREDENTIALS, maxSockets: number) => ({
+  const cfg = (credentials: typeof FLEET_CREDENTIALS, maxSockets: number, sdkDefaults: boolean) => ({
     endpoint: url,
     region: REGION,
     credentials,
     maxAttempts: 1,
+    cacheMiddleware: !sdkDefaults,
     requestHandler: { httpAgent: new Agent({ keepAlive: true, maxSockets }) },
   });
   return {
@@ -100,13 +106,13 @@ export async function startAwsChild(): Promise<AwsChild> {
       if (!res.ok) throw new Error(`aws-local admin ${method} ${name}: ${res.status} ${text.slice(0, 200)}`);
       return text ? JSON.parse(text) : {};
     },
-    kms(credentials = FLEET_CREDENTIALS, maxSockets = 64) {
-      const c = new KMSClient(cfg(credentials, maxSockets));
+    kms(credentials = FLEET_CREDENTIALS, maxSockets = 64, sdkDefaults = false) {
+      const c = new KMSClient(cfg(credentials, maxSockets, sdkDefaults));
       clients.push(c);
       return c;
     },
-    s3(credentials = FLEET_CREDENTIALS, maxSockets = 64) {
-      const c = new S3Client({ ...cfg(credentials, maxSockets), forcePathStyle: true });
+    s3(credentials = FLEET_CREDENTIALS, maxSockets = 64, sdkDefaults = false) {
+      const c = new S3Client({ ...cfg(credentials, maxSockets, sdkDefaults), forcePathStyle: true });
       clients.push(c);
       return c;
     },
