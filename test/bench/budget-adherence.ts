@@ -5,7 +5,9 @@
  * migration runs (`POST /budget`, as `rekey budget 100%` does), a budget set too high.
  * Each phase measures `--seconds` (default 60) after a warm-up. Reports the fleet's achieved
  * rate / budget (target >= 0.95), the app's throttled fraction (< 0.5%; phase 2: < 2%) and the
- * fleet's throttled fraction. Rates come from aws-local's own counters.
+ * fleet's throttled fraction. Rates come from aws-local's own counters. Where phase 2 throttled
+ * nobody (the machine could not send Q requests/s), a third phase lowers aws-local's quota to
+ * one in reach and repeats it there, so that every run shows AIMD settling (app < 2%).
  *
  *   npx tsx test/bench/budget-adherence.ts [--quota=2000] [--seconds=60] [--warmup=10]
  */
@@ -19,6 +21,8 @@ interface Counters { [op: string]: { calls: number; throttled: number } }
 interface Phase {
   name: string;
   budgetRps: number;
+  /** aws-local's quota during the phase. */
+  quotaRps: number;
   seconds: number;
   fleetOk: number;
   fleetThrottled: number;
@@ -33,7 +37,8 @@ export async function budgetAdherence(): Promise<BenchResult> {
   const q = flag('quota', 2000);
   const seconds = flag('seconds', 60);
   const warmup = flag('warmup', 10);
-  const appRps = 0.2 * q;
+  // Changed by the third phase (see below), read by the app loop on every tick.
+  let appRps = 0.2 * q;
   const redisUrl = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
   const dbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
   const schema = `bench_budget_${process.pid}`;
@@ -46,8 +51,8 @@ export async function budgetAdherence(): Promise<BenchResult> {
     const newKey = await createKey(kms, 'bench new');
     const appKey = await createKey(kms, 'app key');
     const appBlob = (await appKms.send(new EncryptCommand({ KeyId: appKey, Plaintext: Buffer.from('app secret') }))).CiphertextBlob!;
-    // Enough rows for both phases at full budget; every row holds the same valid blob.
-    const rows = Math.ceil(0.6 * q * (seconds + warmup + 5) + 1.0 * q * (seconds + warmup + 5));
+    // Enough rows for all three phases at full budget; every row holds the same valid blob.
+    const rows = Math.ceil((0.6 + 1.0 + 1.0) * q * (seconds + warmup + 5));
     const blob = (await kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.alloc(32, 7) }))).CiphertextBlob!;
     await pool.query(`CREATE SCHEMA ${schema}`);
     await pool.query(`CREATE TABLE ${schema}.secrets (id bigint PRIMARY KEY, secret bytea NOT NULL)`);
@@ -67,12 +72,11 @@ export async function budgetAdherence(): Promise<BenchResult> {
     let appOther = 0;
     let running = true;
     const app = (async () => {
-      const perTick = appRps / 100;
       let owed = 0;
       const t0 = performance.now();
       let tick = 0;
       while (running) {
-        owed += perTick;
+        owed += appRps / 100;
         for (; owed >= 1; owed--) {
           appKms.send(new DecryptCommand({ CiphertextBlob: appBlob })).then(
             () => void appOk++,
@@ -91,7 +95,7 @@ export async function budgetAdherence(): Promise<BenchResult> {
       limiter: await fleet.workerMetric('rekey_kms_limiter_grant_calls_total'),
       t: performance.now(),
     });
-    const measure = async (name: string, budgetRps: number): Promise<void> => {
+    const measure = async (name: string, budgetRps: number, quotaRps = q): Promise<void> => {
       await sleep(warmup * 1000);
       const a = await snap();
       await sleep(seconds * 1000);
@@ -101,6 +105,7 @@ export async function budgetAdherence(): Promise<BenchResult> {
       phases.push({
         name,
         budgetRps,
+        quotaRps,
         seconds: s,
         fleetOk: d('kms:ReEncrypt', 'calls') - d('kms:ReEncrypt', 'throttled'),
         fleetThrottled: d('kms:ReEncrypt', 'throttled'),
@@ -116,6 +121,20 @@ export async function budgetAdherence(): Promise<BenchResult> {
       await measure('budget 0.6 Q', 0.6 * q);
       await fleet.request('POST', '/budget', { budget: '100%' });
       await measure('budget 1.0 Q (too high)', 1.0 * q);
+      // Where this machine can't send Q requests/s, nobody was throttled in phase 2 and AIMD was
+      // not exercised. Then the quota is lowered to one in reach (0.8 of what the fleet achieved,
+      // so the fleet alone could fill it), with the app at 0.2 of it and the budget at all of it:
+      // the same "budget set too high", where the fleet must back off for the app.
+      const last = phases.at(-1);
+      if (last && last.fleetThrottled === 0 && last.appThrottled === 0) {
+        const reach = Math.floor((0.8 * last.fleetOk) / last.seconds / 50) * 50;
+        if (reach >= 200) {
+          await aws.admin('POST', 'quota', { rps: reach, burst: reach });
+          appRps = 0.2 * reach;
+          await fleet.request('POST', '/budget', { budget: reach });
+          await measure(`budget 1.0 Q' (Q' = ${reach}, in reach)`, reach, reach);
+        }
+      }
       state = (await fleet.api.get(m.id)).state;
       await fleet.api.action(m.id, 'cancel', 'benchmark over');
     } finally {
@@ -132,23 +151,29 @@ export async function budgetAdherence(): Promise<BenchResult> {
       const limiterPerCall = p.limiterCalls / Math.max(1, p.fleetOk + p.fleetThrottled);
       return { p, achieved, ratio: achieved / p.budgetRps, fleetThr, appThr: p.appThrottled / Math.max(1, appTotal), appRate: appTotal / p.seconds, limiterPerCall };
     });
-    const [one, two] = rows2;
+    const [one, two, three] = rows2;
     // "Well under 1 command per KMS call" for the limiter: grants are batched (about 50 ms of the rate per round trip).
-    const ok = !!one && !!two && one.ratio >= 0.95 && one.appThr < 0.005 && two.appThr < 0.02 && one.limiterPerCall < 0.5;
+    const ok = !!one && !!two && one.ratio >= 0.95 && one.appThr < 0.005 && two.appThr < 0.02 && (three === undefined || three.appThr < 0.02) && one.limiterPerCall < 0.5;
     const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
     const report = [
       `budget-adherence — ${machine()}`,
       `quota Q=${q} rps (aws-local), app Decrypt at ${appRps} rps, ${seconds} s measured per phase after ${warmup} s warm-up; fleet: 2 workers x 4 batches x 16 items; migration state at the end: ${state}`,
       '',
-      table(['phase', 'budget rps', 'fleet achieved rps', 'achieved / budget', 'fleet throttled', 'app sent rps', 'app throttled', 'app other errors', 'limiter Redis calls per KMS call'], rows2.map((r) => [
-        r.p.name, r.p.budgetRps.toFixed(0), r.achieved.toFixed(0), r.ratio.toFixed(3), pct(r.fleetThr), r.appRate.toFixed(0), pct(r.appThr), r.p.appOther, r.limiterPerCall.toFixed(3),
+      table(['phase', 'quota rps', 'budget rps', 'fleet achieved rps', 'achieved / budget', 'fleet throttled', 'app sent rps', 'app throttled', 'app other errors', 'limiter Redis calls per KMS call'], rows2.map((r) => [
+        r.p.name, r.p.quotaRps, r.p.budgetRps.toFixed(0), r.achieved.toFixed(0), r.ratio.toFixed(3), pct(r.fleetThr), r.appRate.toFixed(0), pct(r.appThr), r.p.appOther, r.limiterPerCall.toFixed(3),
       ])),
       '',
       ...(two && two.fleetThr === 0 && two.appThr === 0
-        ? [`note: at 1.0 Q nobody was throttled (fleet + app sent ${(two.achieved + two.appRate).toFixed(0)} of ${q} rps): this machine, not the quota, was the limit, so AIMD was not exercised. Rerun with a --quota the machine can reach to see it settle.`, '']
+        ? [
+            `note: at 1.0 Q nobody was throttled (fleet + app sent ${(two.achieved + two.appRate).toFixed(0)} of ${q} rps): this machine, not the quota, was the limit, so AIMD was not exercised there. ` +
+              (three
+                ? `The third phase lowered the quota to Q' = ${three.p.quotaRps} rps, in reach, with the app at 0.2 Q' and the budget at 1.0 Q': the fleet settled at ${three.achieved.toFixed(0)} rps (${pct(three.fleetThr)} of its calls throttled) and the app lost ${pct(three.appThr)} (target < 2%).`
+                : 'The fleet achieved too little for a third phase at a quota in reach.'),
+            '',
+          ]
         : []),
     ].join('\n');
-    const line = `bench: budget-adherence ratio=${one?.ratio.toFixed(3)} target=0.95 app_throttled=${pct(one?.appThr ?? 1)} app_throttled_at_1q=${pct(two?.appThr ?? 1)} fleet_throttled=${pct(one?.fleetThr ?? 1)} limiter_cmds_per_call=${one?.limiterPerCall.toFixed(3)} ${ok ? 'ok' : 'miss'}`;
+    const line = `bench: budget-adherence ratio=${one?.ratio.toFixed(3)} target=0.95 app_throttled=${pct(one?.appThr ?? 1)} app_throttled_at_1q=${pct(two?.appThr ?? 1)}${three ? ` app_throttled_at_1q_in_reach=${pct(three.appThr)}` : ''} fleet_throttled=${pct(one?.fleetThr ?? 1)} limiter_cmds_per_call=${one?.limiterPerCall.toFixed(3)} ${ok ? 'ok' : 'miss'}`;
     return { report, line, ok };
   } finally {
     await aws.close();
