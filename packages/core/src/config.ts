@@ -70,8 +70,15 @@ export const ConfigFileSchema = z.strictObject({
         .strictObject({
           /** Factor the rate is multiplied by on throttling. @defaultValue 0.7 */
           decrease: z.number().gt(0).lt(1).default(0.7).describe('Factor the rate is multiplied by on throttling.'),
-          /** Requests per second added per window while calls succeed. @defaultValue 5 */
-          increaseRps: z.number().positive().default(5).describe('Requests per second added per window while calls succeed.'),
+          /** Requests per second added per second while calls succeed (at least; see increasePercent). @defaultValue 5 */
+          increaseRps: z.number().positive().default(5).describe('Requests per second added per second while calls succeed (at least; see increasePercent).'),
+          /** The same as a percentage of the budget per second; the larger of the two applies. @defaultValue 1 */
+          increasePercent: z
+            .number()
+            .min(0)
+            .max(100)
+            .default(1)
+            .describe('Percent of the budget added per second while calls succeed, where that is more than increaseRps.'),
           /** At most one decrease per window, in milliseconds. @defaultValue 1000 */
           windowMs: z.int().min(10).max(600_000).default(1000).describe('At most one decrease per window (milliseconds).'),
         })

@@ -20,7 +20,7 @@ describe('loadConfig', () => {
     expect(config).toEqual({
       redis: { url: 'redis://127.0.0.1:6379', prefix: 'rekey:' },
       aws: { region: 'us-east-1' },
-      kms: { minRps: 1, aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000 }, budget: 100, budgetRps: 100 },
+      kms: { minRps: 1, aimd: { decrease: 0.7, increaseRps: 5, increasePercent: 1, windowMs: 1000 }, budget: 100, budgetRps: 100 },
       api: { host: '127.0.0.1', port: 8080 },
       worker: { concurrency: 2, kmsConcurrency: 16, lockSeconds: 30, metricsHost: '127.0.0.1' },
       gate: { monitorUsage: true, monitorIntervalSeconds: 60 },

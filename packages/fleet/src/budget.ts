@@ -41,7 +41,7 @@ export interface FleetBudgetOptions {
   readonly quotaRps?: number;
   /** @defaultValue 1 */
   readonly minRps?: number;
-  readonly aimd?: { decrease?: number; increaseRps?: number; windowMs?: number };
+  readonly aimd?: { decrease?: number; increaseRps?: number; increasePercent?: number; windowMs?: number };
   /** The KMS client every gateway shares. */
   readonly kmsClient: KMSClient;
   /** The process's cap on KMS calls in flight, shared by every gateway. */
@@ -157,7 +157,7 @@ export function createFleetBudget(opts: FleetBudgetOptions): FleetBudget {
         key: opts.keys.limiter(account, region),
         budget: opts.budgetRps,
         minRps: opts.minRps ?? 1,
-        aimd: { decrease: 0.7, increaseRps: 5, windowMs: 1000, ...opts.aimd },
+        aimd: { decrease: 0.7, increaseRps: 5, increasePercent: 1, windowMs: 1000, ...opts.aimd },
         onLongWait,
         longWaitMs: opts.longWaitMs ?? Math.max(1000, Math.floor(lockDurationMs / 3)),
       });

@@ -87,7 +87,7 @@ export interface EngineOptions {
   readonly kmsMinRps?: number;
   /** The account's KMS quota in rps, so a budget can be changed to a percentage (`rekey budget 40%`). */
   readonly kmsQuotaRps?: number;
-  readonly kmsAimd?: { decrease?: number; increaseRps?: number; windowMs?: number };
+  readonly kmsAimd?: { decrease?: number; increaseRps?: number; increasePercent?: number; windowMs?: number };
   /** KMS cryptographic calls in flight in this process, across all its gateways (`worker.kmsConcurrency`). @defaultValue 16 */
   readonly kmsConcurrency?: number;
   /**

@@ -9,7 +9,7 @@ export { createInFlightLimit } from './in-flight.js';
 export type { InFlightLimit } from './in-flight.js';
 export { createRedisLimiter } from './limiter.js';
 export type { BudgetOption, LimiterStats, LongWaitInfo, RateLimiter, RedisLimiter, RedisLimiterOptions } from './limiter.js';
-export { aimdUpdate, capacity, fairShare, grantStep, initialState, maxGrant, refill, MAX_INCREASE_STEP_MS } from './limiter-math.js';
+export { aimdUpdate, capacity, fairShare, grantStep, increaseStep, initialState, maxGrant, refill, MAX_INCREASE_STEP_MS } from './limiter-math.js';
 export type { GrantRequest, GrantResult, LimiterParams, LimiterState, MigrationSlot } from './limiter-math.js';
 export { LUA_SCRIPT_FILES, loadScript } from './scripts.js';
 export type { LuaScript } from './scripts.js';

@@ -70,8 +70,10 @@ export interface RedisLimiterOptions {
   aimd?: {
     /** Multiplicative decrease on a throttle. @defaultValue 0.7 */
     decrease?: number;
-    /** Additive increase, rps per second of successes. @defaultValue 5 */
+    /** Additive increase, rps per second of successes (at least; see increasePercent). @defaultValue 5 */
     increaseRps?: number;
+    /** Additive increase as a percentage of the budget per second, when more than increaseRps. @defaultValue 1 */
+    increasePercent?: number;
     /** At most one decrease per window. @defaultValue 1000 */
     windowMs?: number;
   };
@@ -99,6 +101,7 @@ interface Params {
   minRps: number;
   decrease: number;
   increaseRps: number;
+  increasePercent: number;
   windowMs: number;
   grantLimit: number;
   burstMs: number;
@@ -132,6 +135,12 @@ function positive(name: string, v: number | undefined, fallback: number, opts: {
   if (!Number.isFinite(x) || x < 0 || (!opts.allowZero && x === 0)) {
     throw new KmsGatewayError('invalid-option', `limiter option ${name} must be a ${opts.allowZero ? 'non-negative' : 'positive'} number, got ${String(v)}`);
   }
+  return x;
+}
+
+function percentOption(name: string, v: number | undefined, fallback: number): number {
+  const x = positive(name, v, fallback, { allowZero: true });
+  if (x > 100) throw new KmsGatewayError('invalid-option', `limiter option ${name} must be a percentage from 0 to 100, got ${String(v)}`);
   return x;
 }
 
@@ -245,6 +254,7 @@ class Shared {
           migration?.weight ?? 1,
           this.p.activeMs,
           '',
+          this.p.increasePercent,
         ]),
       );
       if (!Array.isArray(out) || out.length < 3) throw new RetryableError('limiter-failed', `KMS limiter: the acquire script returned ${JSON.stringify(out)}`);
@@ -526,6 +536,7 @@ export function createRedisLimiter(opts: RedisLimiterOptions): RedisLimiter {
     minRps: positive('minRps', opts.minRps, 1),
     decrease,
     increaseRps: positive('aimd.increaseRps', opts.aimd?.increaseRps, 5, { allowZero: true }),
+    increasePercent: percentOption('aimd.increasePercent', opts.aimd?.increasePercent, 1),
     windowMs: positive('aimd.windowMs', opts.aimd?.windowMs, 1000, { allowZero: true }),
     grantLimit,
     burstMs: positive('burstMs', opts.burstMs, 100),

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { aimdUpdate, capacity, fairShare, grantStep, initialState, maxGrant, refill, type LimiterParams, type LimiterState } from '../src/limiter-math.js';
+import { aimdUpdate, capacity, fairShare, grantStep, increaseStep, initialState, maxGrant, refill, type LimiterParams, type LimiterState } from '../src/limiter-math.js';
 
-const P: LimiterParams = { budgetRps: 100, minRps: 5, decrease: 0.5, increaseRps: 10, windowMs: 1000, burstMs: 100, activeMs: 3000 };
+const P: LimiterParams = { budgetRps: 100, minRps: 5, decrease: 0.5, increaseRps: 10, increasePercent: 1, windowMs: 1000, burstMs: 100, activeMs: 3000 };
 const T0 = 1_700_000_000_000;
 
 describe('aimdUpdate', () => {
@@ -33,6 +33,20 @@ describe('aimdUpdate', () => {
     expect(out.rate).toBeCloseTo(45, 9);
     const high = aimdUpdate({ ...low, rate: 99 }, { nowMs: T0 + 1000, throttled: false, succeeded: true }, P);
     expect(high.rate).toBe(100);
+  });
+
+  it('raises the rate by increasePercent of the budget per second where that is more than increaseRps', () => {
+    const big = { ...P, budgetRps: 10_000, increasePercent: 1 };
+    const cut = { rate: 7000, lastDecreaseMs: T0 - 5000, lastIncreaseMs: T0 };
+    // 1% of 10,000 = 100 rps per second, not increaseRps' 10.
+    expect(aimdUpdate(cut, { nowMs: T0 + 500, throttled: false, succeeded: true }, big).rate).toBeCloseTo(7050, 9);
+    expect(increaseStep(big)).toBe(100);
+    expect(increaseStep({ ...big, budgetRps: 500 })).toBe(10);
+    expect(increaseStep({ ...big, increasePercent: 0 })).toBe(10);
+    // Thirty one-second steps make good a 0.7 cut.
+    let st = cut;
+    for (let i = 1; i <= 30; i++) st = aimdUpdate(st, { nowMs: T0 + i * 1000, throttled: false, succeeded: true }, big);
+    expect(st.rate).toBe(10_000);
   });
 
   it('credits at most one second of increase after an idle spell', () => {

@@ -58,6 +58,7 @@ async function luaStep(key: string, req: GrantRequest, p: LimiterParams): Promis
     req.migration?.weight ?? 1,
     p.activeMs,
     req.nowMs,
+    p.increasePercent,
   ])) as [number, string, string, string];
   const h = await redis.hgetall(key);
   const migrations: LimiterState['migrations'] = {};
@@ -83,7 +84,7 @@ async function luaStep(key: string, req: GrantRequest, p: LimiterParams): Promis
 }
 
 describe('acquire-1.lua matches the TypeScript model (grantStep)', () => {
-  const P: LimiterParams = { budgetRps: 200, minRps: 5, decrease: 0.7, increaseRps: 20, windowMs: 500, burstMs: 100, activeMs: 300 };
+  const P: LimiterParams = { budgetRps: 200, minRps: 5, decrease: 0.7, increaseRps: 20, increasePercent: 1, windowMs: 500, burstMs: 100, activeMs: 300 };
   const T0 = 1_700_000_000_000;
 
   it('gives the same grants, waits and state over a scripted sequence', async () => {

@@ -23,6 +23,7 @@
   ARGV[12] ms after which a silent migration loses its share
   ARGV[13] time override in ms for tests; '' = server time (redis TIME), which production uses so
            the clocks of the processes don't matter
+  ARGV[14] AIMD increase, percent of the budget per second; the larger of it and ARGV[5] applies
 
   Returns  { granted (integer), waitMs (string), rate (string), budget (string) }
            waitMs: how long until one more token can be granted to this caller (0: now).
@@ -41,6 +42,7 @@ local succeeded = ARGV[9] == '1'
 local mig = ARGV[10]
 local weight = tonumber(ARGV[11])
 local active_ms = tonumber(ARGV[12])
+local increase_pct = tonumber(ARGV[14])
 local MAX_INCREASE_STEP_MS = 1000
 
 local now
@@ -95,7 +97,8 @@ if throttled then
   end
 elseif succeeded and settled then
   local credit = math.min(MAX_INCREASE_STEP_MS, math.max(0, now - linc))
-  rate = math.min(budget, rate + increase_rps * credit / 1000)
+  local step = math.max(increase_rps, budget * increase_pct / 100)
+  rate = math.min(budget, rate + step * credit / 1000)
 end
 linc = now
 local cap = capacity(rate)
