@@ -6,8 +6,8 @@
  * Each phase measures `--seconds` (default 60) after a warm-up. Reports the fleet's achieved
  * rate / budget (target >= 0.95), the app's throttled fraction (< 0.5%; phase 2: < 2%) and the
  * fleet's throttled fraction. Rates come from aws-local's own counters. Where phase 2 throttled
- * nobody (the machine could not send Q requests/s), a third phase lowers aws-local's quota to
- * one in reach and repeats it there, so that every run shows AIMD settling (app < 2%).
+ * under 0.5% of the fleet's calls (the machine could not send Q requests/s), a third phase lowers
+ * aws-local's quota to one in reach and repeats it there, so every run shows AIMD settle (app < 2%).
  *
  *   npx tsx test/bench/budget-adherence.ts [--quota=2000] [--seconds=60] [--warmup=10]
  */
@@ -121,12 +121,13 @@ export async function budgetAdherence(): Promise<BenchResult> {
       await measure('budget 0.6 Q', 0.6 * q);
       await fleet.request('POST', '/budget', { budget: '100%' });
       await measure('budget 1.0 Q (too high)', 1.0 * q);
-      // Where this machine can't send Q requests/s, nobody was throttled in phase 2 and AIMD was
-      // not exercised. Then the quota is lowered to one in reach (0.8 of what the fleet achieved,
-      // so the fleet alone could fill it), with the app at 0.2 of it and the budget at all of it:
-      // the same "budget set too high", where the fleet must back off for the app.
+      // Where this machine can't send Q requests/s, the quota hardly throttled anyone in phase 2
+      // (under 0.5% of the fleet's calls) and AIMD was barely exercised. Then the quota is lowered
+      // to one in reach (0.8 of what the fleet achieved, so the fleet alone could fill it), with
+      // the app at 0.2 of it and the budget at all of it: the same "budget set too high", where
+      // the fleet must back off for the app.
       const last = phases.at(-1);
-      if (last && last.fleetThrottled === 0 && last.appThrottled === 0) {
+      if (last && last.fleetThrottled < 0.005 * (last.fleetOk + last.fleetThrottled)) {
         const reach = Math.floor((0.8 * last.fleetOk) / last.seconds / 50) * 50;
         if (reach >= 200) {
           await aws.admin('POST', 'quota', { rps: reach, burst: reach });
@@ -163,9 +164,9 @@ export async function budgetAdherence(): Promise<BenchResult> {
         r.p.name, r.p.quotaRps, r.p.budgetRps.toFixed(0), r.achieved.toFixed(0), r.ratio.toFixed(3), pct(r.fleetThr), r.appRate.toFixed(0), pct(r.appThr), r.p.appOther, r.limiterPerCall.toFixed(3),
       ])),
       '',
-      ...(two && two.fleetThr === 0 && two.appThr === 0
+      ...(two && two.fleetThr < 0.005
         ? [
-            `note: at 1.0 Q nobody was throttled (fleet + app sent ${(two.achieved + two.appRate).toFixed(0)} of ${q} rps): this machine, not the quota, was the limit, so AIMD was not exercised there. ` +
+            `note: at 1.0 Q the quota hardly throttled anyone (fleet + app sent ${(two.achieved + two.appRate).toFixed(0)} of ${q} rps; fleet ${pct(two.fleetThr)}, app ${pct(two.appThr)} throttled): this machine, not the quota, was the limit, so AIMD was barely exercised there. ` +
               (three
                 ? `The third phase lowered the quota to Q' = ${three.p.quotaRps} rps, in reach, with the app at 0.2 Q' and the budget at 1.0 Q': the fleet settled at ${three.achieved.toFixed(0)} rps (${pct(three.fleetThr)} of its calls throttled) and the app lost ${pct(three.appThr)} (target < 2%).`
                 : 'The fleet achieved too little for a third phase at a quota in reach.'),
