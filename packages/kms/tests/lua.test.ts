@@ -87,8 +87,11 @@ describe('acquire-1.lua matches the TypeScript model (grantStep)', () => {
   const P: LimiterParams = { budgetRps: 200, minRps: 5, decrease: 0.7, increaseRps: 20, increasePercent: 1, windowMs: 500, burstMs: 100, activeMs: 300 };
   const T0 = 1_700_000_000_000;
 
-  it('gives the same grants, waits and state over a scripted sequence', async () => {
-    const key = `${prefix}model`;
+  it.each([
+    ['increaseRps', P],
+    ['increasePercent of the budget', { ...P, increaseRps: 1, increasePercent: 10 }],
+  ])('gives the same grants, waits and state over a scripted sequence (the step from %s)', async (name, params) => {
+    const key = `${prefix}model:${name}`;
     const steps: GrantRequest[] = [];
     let t = T0;
     const ids = ['m1', 'm2', undefined];
@@ -106,8 +109,8 @@ describe('acquire-1.lua matches the TypeScript model (grantStep)', () => {
     }
     let model: LimiterState | undefined;
     for (const [i, req] of steps.entries()) {
-      const expected = grantStep(model, req, P);
-      const got = await luaStep(key, req, P);
+      const expected = grantStep(model, req, params);
+      const got = await luaStep(key, req, params);
       expect(got.granted, `step ${i} granted`).toBe(expected.granted);
       expect(got.waitMs, `step ${i} wait`).toBeCloseTo(expected.waitMs, 3);
       expect(got.state.rate, `step ${i} rate`).toBeCloseTo(expected.state.rate, 6);
