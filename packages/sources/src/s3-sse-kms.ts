@@ -101,23 +101,28 @@ function objectLockOf(head: HeadObjectCommandOutput) {
   };
 }
 
-/** Runs `fn` over `items` with at most `limit` in flight; the first failure stops new work and is thrown. */
+/**
+ * Runs `fn` over `items` with at most `limit` in flight; the first failure stops new work and is
+ * thrown once the calls in flight have settled, so that an AbortMultipartUpload sent after it
+ * does not race part copies of this process still running (AWS: parts uploaded while an abort
+ * runs may survive it).
+ */
 async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array<R>(items.length);
   let next = 0;
-  let failed = false;
+  let failure: { err: unknown } | undefined;
   const worker = async () => {
-    while (!failed && next < items.length) {
+    while (failure === undefined && next < items.length) {
       const i = next++;
       try {
         out[i] = await fn(items[i] as T);
       } catch (err) {
-        failed = true;
-        throw err;
+        failure ??= { err };
       }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (failure !== undefined) throw failure.err;
   return out;
 }
 

@@ -3,6 +3,7 @@ import {
   GetObjectCommand,
   GetObjectTaggingCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   PutBucketVersioningCommand,
   PutObjectCommand,
   type S3Client,
@@ -48,7 +49,7 @@ async function setup(strategy: S3SseKmsSourceSpec['strategy'], extra: Partial<S3
     ...extra,
   };
   const source = createS3SseKmsSource(spec, { s3: fleet, kms: world.gateway }, { pageSize: 100, ...(partSizeBytes !== undefined && { partSizeBytes }) });
-  return { bucket: b.bucket, source, plan: { from: [world.keys.old], to: world.keys.target } };
+  return { bucket: b.bucket, source, fleet, plan: { from: [world.keys.old], to: world.keys.target } };
 }
 
 const richHeaders = {
@@ -105,6 +106,39 @@ describe('s3-sse-kms', () => {
     expect(out.outcome).toBe('reencrypted');
     expect(out.notes).toContain('etag-changed');
     await expectRichObjectKept(bucket, 'big.csv', body);
+  });
+
+  it('multipart-copy aborts the upload only once the other part copies have answered', async () => {
+    if (world.ep.local === undefined) return;
+    const { bucket, source, fleet, plan } = await setup('multipart-copy', {}, 1024);
+    await world.s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'big', Body: randomContent(4500, 4600), ServerSideEncryption: 'aws:kms', SSEKMSKeyId: world.keys.old }));
+    // Part 1 fails at once (AccessDenied is not retried); parts 2-4, already sent, answer 50 ms later.
+    const events: string[] = [];
+    fleet.middlewareStack.add(
+      (next, context) => async (args) => {
+        const part = (args.input as { PartNumber?: number }).PartNumber;
+        const name = `${String(context.commandName).replace(/Command$/, '')}${part === undefined ? '' : `#${part}`}`;
+        events.push(`start ${name}`);
+        try {
+          if (part === 1) throw Object.assign(new Error('Access Denied'), { name: 'AccessDenied', $metadata: { httpStatusCode: 403 } });
+          if (part !== undefined) await new Promise((r) => setTimeout(r, 50));
+          return await next(args);
+        } finally {
+          events.push(`end ${name}`);
+        }
+      },
+      { step: 'initialize', name: 'rekeyTestPartOrder' },
+    );
+
+    await source.reencrypt({ kind: 's3', key: 'big' }, plan, itemCtx()).catch((err: unknown) => err);
+
+    const abortAt = events.indexOf('start AbortMultipartUpload');
+    const partsEnded = events.flatMap((e, i) => (e.startsWith('end UploadPartCopy') ? [i] : []));
+    expect(abortAt).toBeGreaterThan(0);
+    expect(partsEnded.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...partsEnded)).toBeLessThan(abortAt);
+    const open = await world.s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    expect(open.Uploads ?? []).toEqual([]);
   });
 
   it('update-encryption keeps the ETag and LastModified', async () => {
