@@ -50,7 +50,8 @@ export interface KmsGatewayOptions {
   limiter?: RateLimiter;
   /**
    * Process-wide cap on cryptographic calls in flight, shared by every gateway of the process;
-   * a call takes its limiter token first, then a slot, and frees the slot when KMS answers.
+   * a call takes its limiter token first, then a slot, and frees the slot when KMS answers or
+   * its signal aborts (the request may then still be on the wire: see `abortable`).
    */
   inFlight?: InFlightLimit;
   metrics?: KmsMetricsHook;

@@ -545,6 +545,9 @@ export function createRedisLimiter(opts: RedisLimiterOptions): RedisLimiter {
     redisTimeoutMs: positive('redisTimeoutMs', opts.redisTimeoutMs, 2000),
     longWaitMs: positive('longWaitMs', opts.longWaitMs, 10_000),
   };
+  if (p.increaseRps === 0 && p.increasePercent === 0) {
+    throw new KmsGatewayError('invalid-option', 'limiter aimd.increaseRps and aimd.increasePercent are both 0: the rate would never recover after a throttle');
+  }
   const migration = opts.migrationId !== undefined ? checkMigration(opts.migrationId, opts.migrationWeight ?? 1) : undefined;
   const shared = new Shared(opts.redis, opts.key, opts.budget, p, opts.onLongWait);
   return new RedisRateLimiter(shared, migration);

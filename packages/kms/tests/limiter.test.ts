@@ -192,6 +192,12 @@ describe('AIMD', () => {
     await expect(l.setBudget(0)).rejects.toThrow(KmsGatewayError);
     expect(() => limiter({ budget: () => -1 })).toThrow(/positive rps/);
   });
+
+  it('rejects AIMD settings under which the rate could never recover', () => {
+    expect(() => limiter({ budget: 100, aimd: { increaseRps: 0, increasePercent: 0 } })).toThrow(/never recover/);
+    expect(() => limiter({ budget: 100, aimd: { increasePercent: 101 } })).toThrow(/percentage from 0 to 100/);
+    expect(() => limiter({ budget: 100, aimd: { increaseRps: 0, increasePercent: 2 } })).not.toThrow();
+  });
 });
 
 describe('fairness between migrations', () => {

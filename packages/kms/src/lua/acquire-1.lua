@@ -13,7 +13,7 @@
   ARGV[2]  configured budget, rps (used unless the hash holds an override)
   ARGV[3]  minRps
   ARGV[4]  AIMD decrease factor (0 < f < 1)
-  ARGV[5]  AIMD increase, rps per second
+  ARGV[5]  AIMD increase, rps per second (the step's floor; see ARGV[14])
   ARGV[6]  AIMD window, ms
   ARGV[7]  bucket capacity, ms of the rate
   ARGV[8]  1 when the caller saw a throttle since its last call, else 0
