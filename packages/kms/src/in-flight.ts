@@ -8,7 +8,8 @@
  * busy. Bounding KMS calls separately lets a worker keep more items in flight (their S3 or SQL
  * work overlaps) while KMS, the resource the account's quota is about, never sees more than
  * `limit` calls from this process (but for a moment after an abort: an aborted call frees its
- * slot at once while its request runs on, see `abortable`). The rate is the limiter's job; this bounds concurrency.
+ * slot at once while its request runs on, see `abortable`). The rate is the limiter's job; this
+ * bounds concurrency.
  *
  * Waiters are served first come, first served. A waiter whose signal aborts leaves the queue and
  * rejects with the signal's reason; it never holds a slot.
