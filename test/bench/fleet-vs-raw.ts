@@ -12,10 +12,15 @@
  * a fleet that keeps its slots busy and only misses by its calls taking longer is short of CPU,
  * not of design.
  *
+ * Last, an informational point: the same fleet at C and `--latency` on `--pg-items` Postgres rows
+ * holding the raw loop's blobs, where each item is one ReEncrypt as in the raw loop, to show what
+ * the fleet's own machinery costs apart from S3's two extra requests per object (`--pg=none` skips it).
+ *
  *   npx tsx test/bench/fleet-vs-raw.ts [--items=20000] [--concurrency=32] [--latency=5] [--items-per-kms=4]
- *     [--batches-per-worker=2] [--also=4@5,8@20] [--also-items=10000]
+ *     [--batches-per-worker=2] [--also=4@5,8@20] [--also-items=10000] [--pg-items=10000] [--pg=none]
  */
 import { GenerateDataKeyWithoutPlaintextCommand, ReEncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
+import pg from 'pg';
 import { cpuMeter, cpuPerItem, createKey, fleetShape, flag, isMain, listFlag, machine, redisPid, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type AwsChild, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 0.85;
@@ -98,6 +103,56 @@ async function comparePoint(s: Setup, bucket: string, c: number, latencyMs: numb
   };
 }
 
+/** The fleet at the headline point on Postgres rows: one AWS request per item, like the raw loop. */
+interface PgPoint {
+  readonly n: number;
+  readonly s: number;
+  readonly rate: number;
+  readonly requestsPerItem: number;
+  readonly kmsInFlight: number;
+  readonly reencrypted: number;
+  readonly cpuMs: Record<string, number>;
+}
+
+/**
+ * The same fleet and point (C, latency) on a Postgres table of the raw loop's blobs instead of
+ * S3 objects: each item is one ReEncrypt, its row read and written in grouped SQL, so the fleet
+ * makes the raw loop's one AWS request per item and what is left between them is the fleet's own
+ * machinery (BullMQ, Redis, the limiter, the source). Compared with the headline point's raw loop.
+ */
+async function pgPoint(s: Setup, c: number, latencyMs: number, n: number): Promise<PgPoint> {
+  const dbUrl = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const schema = `bench_raw_${process.pid}`;
+  const pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
+  try {
+    await pool.query(`CREATE SCHEMA ${schema}`);
+    await pool.query(`CREATE TABLE ${schema}.secrets (id bigint PRIMARY KEY, secret bytea NOT NULL)`);
+    const blobs = s.blobs.map((b) => Buffer.from(b));
+    await pool.query(`INSERT INTO ${schema}.secrets SELECT g, ($1::bytea[])[1 + g % $3] FROM generate_series(1, $2) g`, [blobs, n, blobs.length]);
+    await pool.query(`VACUUM ANALYZE ${schema}.secrets`);
+    await s.aws.admin('POST', 'latency', { op: '*', fixedMs: latencyMs });
+    const shape = fleetShape(c, flag('items-per-kms', 4), flag('batches-per-worker', 2));
+    const fleet = await startFleet({ awsUrl: s.aws.url, redisUrl: s.redisUrl, ...shape, budget: '1000000', databaseUrl: dbUrl });
+    const run = await timeFleetMigration(
+      fleet,
+      {
+        sources: [{ name: 'rows', kind: 'postgres', schema, table: 'secrets', primaryKey: ['id'], column: 'secret', context: s.context }],
+        from: [s.oldKey],
+        to: s.newKey,
+        options: { concurrency: shape.itemsPerBatch },
+      },
+      n,
+      () => requests(s.aws),
+      false,
+      { 'aws-local': [s.aws.pid], ...(s.redisPid ? { redis: [s.redisPid] } : {}) },
+    );
+    return { n, s: run.seconds, rate: n / run.seconds, requestsPerItem: run.counted / n, kmsInFlight: run.kmsInFlight, reencrypted: run.outcomes['reencrypted'] ?? 0, cpuMs: run.cpuMs };
+  } finally {
+    await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).catch(() => undefined);
+    await pool.end();
+  }
+}
+
 const sum = (cpuMs: Record<string, number>) => Object.values(cpuMs).reduce((a, b) => a + b, 0);
 const coresBusy = (cpuMs: Record<string, number>, seconds: number) => (sum(cpuMs) / 1000 / seconds).toFixed(2);
 
@@ -130,6 +185,9 @@ export async function fleetVsRaw(): Promise<BenchResult> {
     const main = await comparePoint(setup, 'bench-raw', c, latencyMs, n, true);
     const extra: Point[] = [];
     for (const [i, [ac, al]] of also.entries()) extra.push(await comparePoint(setup, `bench-raw-${i + 1}`, ac, al, alsoN, false));
+    const pgN = flag('pg-items', 10_000);
+    const rows = process.argv.includes('--pg=none') ? undefined : await pgPoint(setup, c, latencyMs, pgN);
+    const pgRatio = rows ? rows.rate / main.raw.rate : undefined;
 
     const ok = main.ratio >= TARGET && main.fleet.reencrypted === n;
     const report = [
@@ -169,8 +227,22 @@ export async function fleetVsRaw(): Promise<BenchResult> {
         (sum(p.raw.cpuMs) / sum(p.fleet.cpuMs)).toFixed(3),
       ])),
       '',
+      ...(rows && pgRatio !== undefined
+        ? [
+            `The same fleet at C = ${c} and ${latencyMs} ms on ${rows.n} Postgres rows holding the raw loop's blobs (one ReEncrypt per item, rows read and written in grouped SQL), against (a) above: the fleet's own machinery without S3's two extra requests per item. Postgres's CPU is not counted.`,
+            '',
+            table(['source', 'items', 'fleet items/s', 'raw items/s (a)', 'ratio', 'aws-local requests per item', 'fleet KMS in flight / slots', 'fleet: CPU ms per item'], [
+              ['postgres', rows.n, rows.rate.toFixed(0), main.raw.rate.toFixed(0), pgRatio.toFixed(3), rows.requestsPerItem.toFixed(2), `${rows.kmsInFlight.toFixed(1)} / ${main.fleet.slots}`, cpuPerItem(rows.cpuMs, rows.n)],
+            ]),
+            `(reencrypted ${rows.reencrypted} of ${rows.n})`,
+            '',
+          ]
+        : []),
     ].join('\n');
-    const extraFields = extra.map((p) => `ratio_c${p.c}_${p.latencyMs}ms=${p.ratio.toFixed(3)}`).join(' ');
+    const extraFields = [
+      ...extra.map((p) => `ratio_c${p.c}_${p.latencyMs}ms=${p.ratio.toFixed(3)}`),
+      ...(pgRatio !== undefined ? [`ratio_postgres_c${c}_${latencyMs}ms=${pgRatio.toFixed(3)}`] : []),
+    ].join(' ');
     const line = `bench: fleet-vs-raw ratio=${main.ratio.toFixed(3)} target=${TARGET} ${ok ? 'ok' : 'miss'}${extraFields ? ` ${extraFields}` : ''}`;
     return { report, line, ok };
   } finally {
