@@ -352,8 +352,13 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
       failureIds: failures.filter((f) => f.code !== 'verify:old-key').map((f) => f.id),
       usage,
       usageMonitored: opts.monitorUsage ?? true,
-      quietWindowSeconds: opts.quietWindowSeconds === 'per-migration' ? m.spec.options.quietWindowSeconds : (opts.quietWindowSeconds ?? 0),
+      quietWindowSeconds: quietWindowOf(m),
     });
+  }
+
+  /** The quiet window the gate applies to a migration: its own, or the process's override. */
+  function quietWindowOf(m: Migration): number {
+    return opts.quietWindowSeconds === 'per-migration' ? m.spec.options.quietWindowSeconds : (opts.quietWindowSeconds ?? 0);
   }
 
   async function finalize(id: string, f: FinalizeOptions): Promise<FinalizeResult> {
@@ -632,6 +637,7 @@ export async function createEngine(opts: EngineOptions): Promise<Engine> {
           getUsage: readUsage,
           setUsage: (id, usage) => engine.setUsage(id, usage),
           owns: (id) => enumerator.holdLease(id),
+          quietWindowSeconds: quietWindowOf,
           metrics,
           logger,
           ...(opts.usageMonitor?.intervalMs !== undefined ? { intervalMs: opts.usageMonitor.intervalMs } : {}),

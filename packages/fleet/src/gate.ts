@@ -30,6 +30,17 @@ export interface OldKeyUsage {
   readonly error?: string;
   /** Keys whose CloudTrail events the last look could not all read (the newest were read); shown as warnings. */
   readonly skipped?: readonly string[];
+  /** Per key, the stretches of the window that looks of this verify round have read, merged (ISO times). */
+  readonly read?: readonly UsageStretch[];
+  /** Per key, the stretches of [since, checkedAt] that no look of this verify round has read; the gate stays red while there are any. */
+  readonly unread?: readonly UsageStretch[];
+}
+
+/** A stretch of CloudTrail time for one key, `from` inclusive, `to` exclusive (ISO times). */
+export interface UsageStretch {
+  readonly key: string;
+  readonly from: string;
+  readonly to: string;
 }
 
 export interface GateInput {
@@ -108,9 +119,13 @@ export function computeGate(input: GateInput): GateResult {
     const windowS = input.quietWindowSeconds ?? 0;
     // A look that began before the verify pass ended can't vouch for the whole window.
     const lookedAfterVerify = m.verifiedAt !== undefined && checked >= Date.parse(m.verifiedAt);
+    const unread = input.usage.unread ?? [];
     let detail: string;
     if (b.length > 0) {
       detail = `encrypt-type use of the old keys since verification started: ${b.map((u) => `${u.operation} by ${u.caller} (${u.count}x, last ${u.lastSeen})`).join('; ')}`;
+    } else if (unread.length > 0) {
+      // A blocker could hide there: the newest-first reads of later looks never reached it.
+      detail = `the usage monitor could not read every CloudTrail event of the old keys since verification started (more per look than it reads): ${unread.map((u) => `${u.key} from ${u.from} to ${u.to}`).join('; ')} unread`;
     } else if (!lookedAfterVerify) {
       detail = 'waiting for the usage monitor to look at the old keys after the verify pass';
     } else if (watched < windowS) {
@@ -118,7 +133,7 @@ export function computeGate(input: GateInput): GateResult {
     } else {
       detail = `no encrypt-type use of the old keys since verification started (checked ${input.usage.checkedAt})`;
     }
-    conditions.push({ name: 'old-key-quiet', ok: b.length === 0 && lookedAfterVerify && watched >= windowS, detail });
+    conditions.push({ name: 'old-key-quiet', ok: b.length === 0 && unread.length === 0 && lookedAfterVerify && watched >= windowS, detail });
     for (const r of input.usage.readers) {
       warnings.push(`${r.operation} of ${r.key} by ${r.caller} (${r.count}x, last ${r.lastSeen}): it reads data outside this migration's sources`);
     }

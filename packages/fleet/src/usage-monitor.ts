@@ -3,7 +3,7 @@ import { GetKeyLastUsageCommand, type KMSClient } from '@aws-sdk/client-kms';
 import { LookupEventsCommand, type CloudTrailClient, type Event as TrailEvent } from '@aws-sdk/client-cloudtrail';
 import type { Logger } from 'pino';
 import type { Migration } from '@rekey/core';
-import type { OldKeyUsage } from './gate.js';
+import type { OldKeyUsage, UsageStretch } from './gate.js';
 import type { FleetMetrics } from './metrics.js';
 
 /** Migration states whose old keys the monitor watches: verification has started and the keys are still enabled. */
@@ -132,6 +132,34 @@ export function mergeRows(earlier: readonly UsageRow[], now: ReadonlyMap<string,
 }
 
 /**
+ * Adds the stretch one look read of `key` to what earlier looks read (`read`, all keys), merging
+ * stretches that touch; returns every key's merged stretches and, for `key`, the parts of
+ * [`sinceMs`, `toMs`) that none of them covers.
+ */
+export function coverStretch(read: readonly UsageStretch[], key: string, fromMs: number, toMs: number, sinceMs: number): { read: UsageStretch[]; unread: UsageStretch[] } {
+  const mine = read.filter((r) => r.key === key).map((r) => [Date.parse(r.from), Date.parse(r.to)] as [number, number]);
+  // A look whose newest pages all came after it began (over 100 uses/s) read nothing of the window.
+  if (fromMs < toMs) mine.push([fromMs, toMs]);
+  mine.sort((a, b) => a[0] - b[0]);
+  const merged: [number, number][] = [];
+  for (const [f, t] of mine) {
+    const last = merged.at(-1);
+    if (last && f <= last[1]) last[1] = Math.max(last[1], t);
+    else merged.push([f, t]);
+  }
+  const unread: UsageStretch[] = [];
+  let at = sinceMs;
+  for (const [f, t] of merged) {
+    if (f > at) unread.push({ key, from: new Date(at).toISOString(), to: new Date(Math.min(f, toMs)).toISOString() });
+    at = Math.max(at, t);
+    if (at >= toMs) break;
+  }
+  if (at < toMs) unread.push({ key, from: new Date(at).toISOString(), to: new Date(toMs).toISOString() });
+  const iso = ([f, t]: [number, number]): UsageStretch => ({ key, from: new Date(f).toISOString(), to: new Date(t).toISOString() });
+  return { read: [...read.filter((r) => r.key !== key), ...merged.map(iso)], unread };
+}
+
+/**
  * A shared gate that lets at most `rps` requests through per second, in call order
  * (CloudTrail LookupEvents allows 2 requests per second per account and Region).
  */
@@ -171,6 +199,11 @@ export interface UsageMonitorDeps {
   readonly intervalMs?: number;
   /** LookupEvents pages (50 events each) read per key per look; the rest is logged as skipped. @defaultValue 200 */
   readonly maxPagesPerKey?: number;
+  /**
+   * The gate's quiet window for a migration, in seconds: how late CloudTrail may deliver. A look
+   * counts as having read a stretch only up to this long before it began. @defaultValue 0
+   */
+  readonly quietWindowSeconds?: (m: Migration) => number;
 }
 
 /** Watches the old keys of verified migrations and stores what it sees for the gate. */
@@ -244,6 +277,18 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
     const checkedAt = new Date();
     // CloudTrail times have second precision: an event in the same second as the start counts (the safe side).
     const since = new Date(Math.floor(Date.parse(m.verifyStartedAt) / 1000) * 1000);
+    // What the looks of this round have read, per key: a look that hit maxPagesPerKey read only
+    // the newest events, and what neither it nor an earlier look read keeps the gate red. A
+    // usage stored before stretches were kept read the whole window unless it skipped.
+    // Events of the last quiet window before a look may not be delivered yet: later looks read them.
+    const lateMs = (deps.quietWindowSeconds?.(m) ?? 0) * 1000;
+    let read: UsageStretch[] = [];
+    if (earlier?.read !== undefined) read = [...earlier.read];
+    else if (earlier?.checkedAt && !earlier.skipped?.length) {
+      const to = Date.parse(earlier.checkedAt) - lateMs;
+      if (to > since.getTime()) read = m.keys.from.map((key) => ({ key, from: since.toISOString(), to: new Date(to).toISOString() }));
+    }
+    const unread: UsageStretch[] = [];
     const fleet = await fleetIdentity();
     const blockers = new Map<string, UsageRow>();
     const readers = new Map<string, UsageRow>();
@@ -253,8 +298,13 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
       await gate.take();
       const last = await deps.kms.send(new GetKeyLastUsageCommand({ KeyId: key }));
       const { events, truncated } = await lookup(key, since);
+      const oldest = events.reduce<Date | undefined>((o, ev) => (ev.EventTime && (!o || ev.EventTime < o) ? ev.EventTime : o), undefined);
+      // CloudTrail times have second precision: the oldest second read may have more events unread.
+      const readFrom = truncated ? (oldest ? Math.floor(oldest.getTime() / 1000) * 1000 + 1000 : checkedAt.getTime()) : since.getTime();
+      const cover = coverStretch(read, key, readFrom, checkedAt.getTime() - lateMs, since.getTime());
+      read = cover.read;
+      unread.push(...cover.unread);
       if (truncated) {
-        const oldest = events.reduce<Date | undefined>((o, ev) => (ev.EventTime && (!o || ev.EventTime < o) ? ev.EventTime : o), undefined);
         const line = `${key}: more CloudTrail events since verification started than one look reads (${maxPages * 50}); this look skipped those before ${oldest?.toISOString() ?? 'its newest page'}, uses seen by earlier looks are kept`;
         skipped.push(line);
         deps.logger.warn({ migration: m.id, key, pages: maxPages, oldest: oldest?.toISOString() }, 'old-key usage: more CloudTrail events than the monitor reads per look; older ones were skipped in this look');
@@ -287,6 +337,8 @@ export function createUsageMonitor(deps: UsageMonitorDeps): UsageMonitor {
       checkedAt: checkedAt.toISOString(),
       since: m.verifyStartedAt,
       ...(skipped.length > 0 && { skipped }),
+      read,
+      ...(unread.length > 0 && { unread }),
     };
     await deps.setUsage(m.id, usage);
     for (const [label, seconds] of lastUse) {

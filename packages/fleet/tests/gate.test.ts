@@ -113,6 +113,17 @@ describe('computeGate', () => {
     expect(gate.conditions.find((c) => c.name === 'old-key-quiet')?.detail).toContain('GenerateDataKey by arn:aws:iam::000000000000:user/app (access key AKIAOTHERAPP000000001) (3x');
   });
 
+  it('is red while a stretch of the window is unread by every look, naming it', () => {
+    const usage: OldKeyUsage = { ...quiet, unread: [{ key: OLD, from: at(0), to: at(40) }] };
+
+    const gate = computeGate(input({ usage }));
+
+    expect(red(input({ usage }))).toEqual(['old-key-quiet']);
+    expect(gate.conditions.find((c) => c.name === 'old-key-quiet')?.detail).toBe(
+      `the usage monitor could not read every CloudTrail event of the old keys since verification started (more per look than it reads): ${OLD} from ${at(0)} to ${at(40)} unread`,
+    );
+  });
+
   it('shows Decrypt by another caller as a warning, not a blocker', () => {
     const usage: OldKeyUsage = { ...quiet, readers: [{ key: OLD, operation: 'Decrypt', caller: 'reporting-job', lastSeen: at(1), count: 7 }] };
 

@@ -7,7 +7,7 @@ import { parseMigrationSpec, type Migration } from '@rekey/core';
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { awsClientConfig, TEST_CREDENTIALS, uniqueName, useAwsLocal, type AwsTestEndpoint } from '@rekey/testing';
 import { startEngineFixture } from './engine-fixture.js';
-import { classifyEvent, createRateGate, createUsageMonitor, mergeRows, principalMatcher } from '../src/usage-monitor.js';
+import { classifyEvent, coverStretch, createRateGate, createUsageMonitor, mergeRows, principalMatcher } from '../src/usage-monitor.js';
 import { createFleetMetrics } from '../src/metrics.js';
 import { computeGate, type OldKeyUsage } from '../src/gate.js';
 
@@ -117,6 +117,34 @@ describe('fleet principals (workers under an IAM role, whose access keys change 
   });
 });
 
+describe('coverStretch (what the looks of a verify round have read)', () => {
+  const T = Date.parse('2026-01-01T00:00:00.000Z');
+  const s = (sec: number) => new Date(T + sec * 1000).toISOString();
+  const st = (key: string, from: number, to: number) => ({ key, from: s(from), to: s(to) });
+
+  it('a look that read the whole window leaves nothing unread', () => {
+    expect(coverStretch([], 'k', T, T + 60_000, T)).toEqual({ read: [st('k', 0, 60)], unread: [] });
+  });
+
+  it('a look that read only the newest events leaves the start unread', () => {
+    expect(coverStretch([], 'k', T + 40_000, T + 60_000, T)).toEqual({ read: [st('k', 40, 60)], unread: [st('k', 0, 40)] });
+  });
+
+  it('a look whose newest events reach back into what an earlier look read closes the window', () => {
+    expect(coverStretch([st('k', 0, 60)], 'k', T + 50_000, T + 120_000, T)).toEqual({ read: [st('k', 0, 120)], unread: [] });
+  });
+
+  it('a look that does not reach back to the last one leaves the stretch between unread', () => {
+    expect(coverStretch([st('k', 0, 60)], 'k', T + 70_000, T + 120_000, T)).toEqual({ read: [st('k', 0, 60), st('k', 70, 120)], unread: [st('k', 60, 70)] });
+  });
+
+  it('keeps the stretches of other keys, and reads nothing from a look whose pages are all newer than its start', () => {
+    const out = coverStretch([st('other', 0, 60), st('k', 0, 30)], 'k', T + 90_000, T + 60_000, T);
+    expect(out.read).toEqual([st('other', 0, 60), st('k', 0, 30)]);
+    expect(out.unread).toEqual([st('k', 30, 60)]);
+  });
+});
+
 describe('createRateGate', () => {
   it('merges a look with earlier looks of the round: larger count, later use, rows only earlier looks saw, pending rows until delivered', () => {
     const row = (operation: string, caller: string, count: number, lastSeen: string) => ({ key: 'k', operation, caller, count, lastSeen });
@@ -171,7 +199,7 @@ describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail Look
     return { id: 'mon', spec, state: 'ready', keys: { from: [from], to, aliases: {} }, createdAt: verifyStartedAt, updatedAt: verifyStartedAt, verifyStartedAt, verifiedAt: verifyStartedAt };
   }
 
-  function monitorWith(stored: Map<string, OldKeyUsage>, overrides: { cloudtrail?: CloudTrailClient; maxPagesPerKey?: number } = {}) {
+  function monitorWith(stored: Map<string, OldKeyUsage>, overrides: { cloudtrail?: CloudTrailClient; maxPagesPerKey?: number; quietWindowSeconds?: number } = {}) {
     const metrics = createFleetMetrics({ defaultMetrics: false });
     const monitor = createUsageMonitor({
       kms: fleetKms,
@@ -185,6 +213,7 @@ describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail Look
       logger: pino({ level: 'silent' }),
       requestsPerSecond: 50,
       ...(overrides.maxPagesPerKey !== undefined && { maxPagesPerKey: overrides.maxPagesPerKey }),
+      ...(overrides.quietWindowSeconds !== undefined && { quietWindowSeconds: () => overrides.quietWindowSeconds! }),
     });
     return { monitor, metrics };
   }
@@ -278,6 +307,38 @@ describe('usage monitor against aws-local (KMS GetKeyLastUsage + CloudTrail Look
     const later = migrationOf(oldKey, m.keys.to, new Date(Date.now() + 1000).toISOString());
     await sleep(1100);
     expect((await monitor.check(later)).blockers).toEqual([]);
+  });
+
+  it('keeps the gate red while a stretch of the window is unread, until a look reads it all', async () => {
+    const oldKey = await newKey();
+    const m = migrationOf(oldKey, await newKey(), new Date(Date.now() - 1000).toISOString());
+    const blob = (await fleetKms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.from('read by an app') }))).CiphertextBlob!;
+    // 60 reads by an app: more than one page (50 events) of CloudTrail.
+    for (let i = 0; i < 60; i++) await otherKms.send(new DecryptCommand({ CiphertextBlob: blob }));
+    const stored = new Map<string, OldKeyUsage>();
+    const gateOf = (usage: OldKeyUsage) => computeGate({ migration: m, counters: {}, acks: new Map(), failureIds: [], usage, usageMonitored: true });
+
+    const narrow = await monitorWith(stored, { maxPagesPerKey: 1 }).monitor.check(m);
+    expect(narrow.blockers).toEqual([]);
+    expect(narrow.unread).toEqual([{ key: oldKey, from: new Date(Math.floor(Date.parse(m.verifyStartedAt!) / 1000) * 1000).toISOString(), to: expect.any(String) }]);
+    expect(gateOf(narrow).conditions.find((c) => c.name === 'old-key-quiet')).toMatchObject({ ok: false, detail: expect.stringContaining('could not read every CloudTrail event') });
+
+    // A look that reads every event of the window (here: more pages) closes it.
+    const wide = await monitorWith(stored, { maxPagesPerKey: 5 }).monitor.check(m);
+    expect(wide.unread).toBeUndefined();
+    expect(wide.read).toEqual([{ key: oldKey, from: expect.any(String), to: wide.checkedAt }]);
+    expect(gateOf(wide).conditions.find((c) => c.name === 'old-key-quiet')).toMatchObject({ ok: true });
+  });
+
+  it('counts a look as having read the window only up to the quiet window before it began (CloudTrail delivers late)', async () => {
+    const oldKey = await newKey();
+    const m = migrationOf(oldKey, await newKey(), new Date(Date.now() - 10_000).toISOString());
+
+    const usage = await monitorWith(new Map(), { quietWindowSeconds: 4 }).monitor.check(m);
+
+    const since = new Date(Math.floor(Date.parse(m.verifyStartedAt!) / 1000) * 1000).toISOString();
+    expect(usage.read).toEqual([{ key: oldKey, from: since, to: new Date(Date.parse(usage.checkedAt!) - 4000).toISOString() }]);
+    expect(usage.unread).toBeUndefined();
   });
 
   it('stores why a look failed, keeping the last result', async () => {
