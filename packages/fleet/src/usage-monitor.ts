@@ -150,7 +150,8 @@ export function coverStretch(read: readonly UsageStretch[], key: string, fromMs:
   const unread: UsageStretch[] = [];
   let at = sinceMs;
   for (const [f, t] of merged) {
-    if (f > at) unread.push({ key, from: new Date(at).toISOString(), to: new Date(Math.min(f, toMs)).toISOString() });
+    const end = Math.min(f, toMs);
+    if (end > at) unread.push({ key, from: new Date(at).toISOString(), to: new Date(end).toISOString() });
     at = Math.max(at, t);
     if (at >= toMs) break;
   }

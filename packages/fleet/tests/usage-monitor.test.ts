@@ -138,6 +138,10 @@ describe('coverStretch (what the looks of a verify round have read)', () => {
     expect(coverStretch([st('k', 0, 60)], 'k', T + 70_000, T + 120_000, T)).toEqual({ read: [st('k', 0, 60), st('k', 70, 120)], unread: [st('k', 60, 70)] });
   });
 
+  it('asks for nothing while the whole window is younger than the quiet window', () => {
+    expect(coverStretch([st('k', 10, 20)], 'k', T, T - 5000, T)).toEqual({ read: [st('k', 10, 20)], unread: [] });
+  });
+
   it('keeps the stretches of other keys, and reads nothing from a look whose pages are all newer than its start', () => {
     const out = coverStretch([st('other', 0, 60), st('k', 0, 30)], 'k', T + 90_000, T + 60_000, T);
     expect(out.read).toEqual([st('other', 0, 60), st('k', 0, 30)]);
