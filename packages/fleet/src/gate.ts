@@ -32,7 +32,7 @@ export interface OldKeyUsage {
   readonly skipped?: readonly string[];
   /** Per key, the stretches of the window that looks of this verify round have read, merged (ISO times). */
   readonly read?: readonly UsageStretch[];
-  /** Per key, the stretches of [since, checkedAt] that no look of this verify round has read; the gate stays red while there are any. */
+  /** Per key, the stretches of [since, checkedAt - quiet window] that no look of this verify round has read; the gate stays red while there are any. */
   readonly unread?: readonly UsageStretch[];
 }
 

@@ -138,7 +138,7 @@ export function mergeRows(earlier: readonly UsageRow[], now: ReadonlyMap<string,
  */
 export function coverStretch(read: readonly UsageStretch[], key: string, fromMs: number, toMs: number, sinceMs: number): { read: UsageStretch[]; unread: UsageStretch[] } {
   const mine = read.filter((r) => r.key === key).map((r) => [Date.parse(r.from), Date.parse(r.to)] as [number, number]);
-  // A look whose newest pages all came after it began (over 100 uses/s) read nothing of the window.
+  // A look whose pages are all newer than `toMs` (a busy key) adds nothing.
   if (fromMs < toMs) mine.push([fromMs, toMs]);
   mine.sort((a, b) => a[0] - b[0]);
   const merged: [number, number][] = [];
