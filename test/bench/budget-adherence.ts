@@ -15,7 +15,7 @@
 import { EncryptCommand, DecryptCommand } from '@aws-sdk/client-kms';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { APP_CREDENTIALS, createKey, flag, isMain, machine, startAwsChild, startFleet, table, type BenchResult } from './lib/fleet.js';
+import { APP_CREDENTIALS, createKey, flag, seedBlobTable, isMain, machine, startAwsChild, startFleet, table, type BenchResult } from './lib/fleet.js';
 
 interface Counters { [op: string]: { calls: number; throttled: number } }
 
@@ -56,13 +56,7 @@ export async function budgetAdherence(): Promise<BenchResult> {
     // Enough rows for all three phases at full budget; every row holds the same valid blob.
     const rows = Math.ceil((0.6 + 1.0 + 1.0) * q * (seconds + warmup + 5));
     const blob = (await kms.send(new EncryptCommand({ KeyId: oldKey, Plaintext: Buffer.alloc(32, 7) }))).CiphertextBlob!;
-    await pool.query(`CREATE SCHEMA ${schema}`);
-    await pool.query(`CREATE TABLE ${schema}.secrets (id bigint PRIMARY KEY, secret bytea NOT NULL)`);
-    await pool.query(`INSERT INTO ${schema}.secrets SELECT g, $1 FROM generate_series(1, $2) g`, [Buffer.from(blob), rows]);
-    // As pgbench does before a run: a freshly loaded table's first pass would also pay for its
-    // hint bits and autovacuum's first visit, which a production table paid long ago (measured:
-    // 0.77 of the budget without this, 0.99 with it, on the same VM).
-    await pool.query(`VACUUM ANALYZE ${schema}.secrets`);
+    await seedBlobTable(pool, schema, [blob], rows);
 
     await aws.admin('POST', 'quota', { rps: q, burst: q });
     const fleet = await startFleet({ awsUrl: aws.url, redisUrl, workers: 2, workerConcurrency: 4, budget: '30%', quotaRps: q, databaseUrl: dbUrl });

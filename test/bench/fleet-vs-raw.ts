@@ -21,7 +21,7 @@
  */
 import { GenerateDataKeyWithoutPlaintextCommand, ReEncryptCommand, type KMSClient } from '@aws-sdk/client-kms';
 import pg from 'pg';
-import { cpuMeter, cpuPerItem, createKey, fleetShape, flag, isMain, listFlag, machine, redisPid, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type AwsChild, type BenchResult } from './lib/fleet.js';
+import { cpuMeter, cpuPerItem, createKey, fleetShape, flag, isMain, listFlag, machine, redisPid, seedBlobTable, startAwsChild, startFleet, table, times, timeFleetMigration, seedEnvelope, type AwsChild, type BenchResult } from './lib/fleet.js';
 
 const TARGET = 0.85;
 
@@ -125,11 +125,7 @@ async function pgPoint(s: Setup, c: number, latencyMs: number, n: number): Promi
   const schema = `bench_raw_${process.pid}`;
   const pool = new pg.Pool({ connectionString: dbUrl, max: 2 });
   try {
-    await pool.query(`CREATE SCHEMA ${schema}`);
-    await pool.query(`CREATE TABLE ${schema}.secrets (id bigint PRIMARY KEY, secret bytea NOT NULL)`);
-    const blobs = s.blobs.map((b) => Buffer.from(b));
-    await pool.query(`INSERT INTO ${schema}.secrets SELECT g, ($1::bytea[])[1 + g % $3] FROM generate_series(1, $2) g`, [blobs, n, blobs.length]);
-    await pool.query(`VACUUM ANALYZE ${schema}.secrets`);
+    await seedBlobTable(pool, schema, s.blobs, n);
     await s.aws.admin('POST', 'latency', { op: '*', fixedMs: latencyMs });
     const shape = fleetShape(c, flag('items-per-kms', 4), flag('batches-per-worker', 2));
     const fleet = await startFleet({ awsUrl: s.aws.url, redisUrl: s.redisUrl, ...shape, budget: '1000000', databaseUrl: dbUrl });

@@ -127,6 +127,21 @@ export async function startAwsChild(): Promise<AwsChild> {
   };
 }
 
+/**
+ * Creates `<schema>.secrets (id bigint, secret bytea)` with `n` rows whose secrets cycle over
+ * `blobs` (KMS ciphertexts), then `VACUUM ANALYZE`s it as pgbench does before a run: a freshly
+ * loaded table's first pass would also pay for its hint bits and autovacuum's first visit, which
+ * a production table paid long ago (measured in budget-adherence: 0.77 of the budget without
+ * this, 0.99 with it, on the same VM). The caller drops the schema.
+ */
+export async function seedBlobTable(pool: { query(text: string, values?: unknown[]): Promise<unknown> }, schema: string, blobs: readonly Uint8Array[], n: number): Promise<void> {
+  await pool.query(`CREATE SCHEMA ${schema}`);
+  await pool.query(`CREATE TABLE ${schema}.secrets (id bigint PRIMARY KEY, secret bytea NOT NULL)`);
+  const values = blobs.map((b) => Buffer.from(b));
+  await pool.query(`INSERT INTO ${schema}.secrets SELECT g, ($1::bytea[])[1 + g % $3] FROM generate_series(1, $2) g`, [values, n, values.length]);
+  await pool.query(`VACUUM ANALYZE ${schema}.secrets`);
+}
+
 /** A coordinator and workers as separate processes over one Redis prefix. */
 export interface Fleet {
   readonly api: RekeyClient;
